@@ -1,1 +1,161 @@
+//! napi binding: converts JS values to core types and back. No logic here.
 
+#![deny(clippy::all)]
+
+mod convert;
+
+use convert::{
+    config_from_js, dead_letter_filter, marks_from_js, NativeConfig, NativeMark, NativeRetryFilter,
+};
+use dualsync_core::logging::LogSink;
+use dualsync_core::{Engine, EngineError};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Log callback `(level, message) => void`: weak (never keeps Node alive),
+/// called without blocking the engine's threads.
+type LogFn = ThreadsafeFunction<(String, String), (), (String, String), Status, false, true>;
+
+struct JsLogSink(LogFn);
+
+impl LogSink for JsLogSink {
+    fn log(&self, level: tracing::Level, message: &str) {
+        let level = match level {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warn",
+            tracing::Level::INFO => "info",
+            _ => "debug",
+        };
+        let _ = self.0.call(
+            (level.to_owned(), message.to_owned()),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }
+}
+
+fn to_napi(e: EngineError) -> Error {
+    match e {
+        EngineError::Invalid(m) => Error::new(Status::InvalidArg, m),
+        EngineError::Closed => Error::new(
+            Status::Cancelled,
+            "ERR_SYNC_CLOSED: the sync engine is closed",
+        ),
+        other => Error::new(Status::GenericFailure, other.to_string()),
+    }
+}
+
+/// The native engine. Closable: after `close()` every call fails with a
+/// "closed" error instead of touching freed state.
+#[napi]
+pub struct NativeEngine {
+    inner: RwLock<Option<Arc<Engine>>>,
+}
+
+#[napi]
+impl NativeEngine {
+    #[napi(constructor)]
+    pub fn new(config: NativeConfig, log: Option<LogFn>) -> Result<Self> {
+        let cfg = config_from_js(config).map_err(|m| Error::new(Status::InvalidArg, m))?;
+        let sink: Arc<dyn LogSink> = match log {
+            Some(f) => Arc::new(JsLogSink(f)),
+            None => Arc::new(dualsync_core::logging::StderrSink),
+        };
+        let engine = Engine::open(cfg, sink).map_err(to_napi)?;
+        Ok(Self {
+            inner: RwLock::new(Some(engine)),
+        })
+    }
+
+    fn engine(&self) -> Result<Arc<Engine>> {
+        self.inner
+            .read()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or_else(|| to_napi(EngineError::Closed))
+    }
+
+    /// Journals marks (one or many) with a single write. Synchronous, never
+    /// waits on the network. Returns how many were accepted.
+    #[napi]
+    pub fn enqueue(&self, marks: Vec<NativeMark>) -> Result<u32> {
+        let engine = self.engine()?;
+        let marks = marks_from_js(marks).map_err(|m| Error::new(Status::InvalidArg, m))?;
+        let n = marks.len() as u32;
+        engine.enqueue(marks).map_err(to_napi)?;
+        Ok(n)
+    }
+
+    /// Metrics snapshot (plain JSON object).
+    #[napi]
+    pub fn metrics(&self) -> Result<serde_json::Value> {
+        Ok(self.engine()?.metrics())
+    }
+
+    /// Resolves true once everything enqueued before the call is applied on
+    /// Atlas or dead-lettered; false on timeout.
+    #[napi]
+    pub async fn flush(&self, timeout_ms: f64) -> Result<bool> {
+        let engine = self.engine()?;
+        let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
+        let handle = engine.handle().clone();
+        handle
+            .spawn(async move { engine.flush(timeout).await })
+            .await
+            .map_err(|e| Error::from_reason(e.to_string()))
+    }
+
+    /// Drains up to `drain_timeout_ms`, then stops. Resolves whether the
+    /// backlog was fully drained (the rest stays in the journal).
+    #[napi]
+    pub async fn close(&self, drain_timeout_ms: f64) -> Result<bool> {
+        let engine = match self.inner.write().ok().and_then(|mut g| g.take()) {
+            Some(e) => e,
+            None => return Ok(true),
+        };
+        let timeout = Duration::from_millis(drain_timeout_ms.max(0.0) as u64);
+        // The close future drops the engine's own runtime, so it runs on a
+        // plain thread rather than on that runtime.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let drained = match rt {
+                Ok(rt) => rt.block_on(engine.close(timeout)),
+                Err(_) => false,
+            };
+            let _ = tx.send(drained);
+        });
+        rx.await.map_err(|e| Error::from_reason(e.to_string()))
+    }
+
+    #[napi]
+    pub fn pause(&self) -> Result<()> {
+        self.engine()?.pause();
+        Ok(())
+    }
+
+    #[napi]
+    pub fn resume(&self) -> Result<()> {
+        self.engine()?.resume();
+        Ok(())
+    }
+
+    #[napi]
+    pub fn dead_letters(&self, filter: Option<NativeRetryFilter>) -> Result<serde_json::Value> {
+        let list = self.engine()?.dead_letters(&dead_letter_filter(filter));
+        serde_json::to_value(list).map_err(|e| Error::from_reason(e.to_string()))
+    }
+
+    #[napi]
+    pub fn retry_dead_letters(&self, filter: Option<NativeRetryFilter>) -> Result<u32> {
+        let n = self
+            .engine()?
+            .retry_dead_letters(&dead_letter_filter(filter))
+            .map_err(to_napi)?;
+        Ok(n as u32)
+    }
+}

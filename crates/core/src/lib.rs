@@ -1,5 +1,18 @@
 //! dualsync core: journal, queue, drain worker, reconciler and metrics.
 //! No napi here; the binding in the root crate only converts types.
 
+pub mod apply;
+pub mod classify;
+pub mod clients;
+pub mod config;
+pub mod deadletter;
+pub mod engine;
 pub mod journal;
+pub mod logging;
 pub mod mark;
+pub mod metrics;
+pub mod queue;
+pub mod worker;
+
+pub use config::EngineConfig;
+pub use engine::{Engine, EngineError};

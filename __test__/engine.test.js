@@ -1,0 +1,99 @@
+// The native engine end to end, without Mongoose: raw driver writes marked
+// through sync.enqueue() must reach "Atlas" exactly, across id types and
+// deletes; bad input is refused with a TypeError that says what is wrong.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { createRequire } from 'node:module'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { useServers, uniqueDbName } from './helpers/servers.js'
+
+const require = createRequire(import.meta.url)
+const { MongoClient, ObjectId, Long } = require('mongodb')
+const { createSync } = require('../index.js')
+const { compareDatabases, assertConverged } = require('./helpers/compare.js')
+
+let servers, client, sync, dbName, dataDir
+
+beforeAll(async () => {
+  servers = await useServers()
+  dbName = uniqueDbName('engine')
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-engine-'))
+  client = new MongoClient(`${servers.local.uri}`)
+  sync = await createSync({
+    enabled: true,
+    localUri: `${servers.local.uri}/${dbName}`,
+    atlasUri: `${servers.atlas.uri}/${dbName}`,
+    dataDir,
+    workerInterval: 0,
+    logLevel: 'warn'
+  })
+})
+
+afterAll(async () => {
+  await sync?.close({ drainTimeoutMs: 0 })
+  await client?.close()
+})
+
+describe('engine', () => {
+  it('syncs inserts, updates and deletes of every _id type', async () => {
+    const coll = client.db(dbName).collection('things')
+    const ids = [new ObjectId(), 'str-id', 42, 2.5, Long.fromString('9007199254740993'), new Date(1700000000000), { a: 1, b: 'x' }]
+    for (const [i, _id] of ids.entries()) {
+      await coll.insertOne({ _id, n: i, nested: { list: [1, 2, 3], when: new Date() } })
+      sync.enqueue({ collection: 'things', id: _id })
+    }
+    expect(await sync.flush({ timeoutMs: 30000 })).toBe(true)
+    assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, dbName, ['things']))
+
+    await coll.updateMany({}, { $inc: { n: 100 }, $unset: { nested: '' } })
+    await coll.deleteOne({ _id: 'str-id' })
+    sync.enqueue(ids.map((id) => ({ collection: 'things', id })))
+    expect(await sync.flush({ timeoutMs: 30000 })).toBe(true)
+    const result = await compareDatabases(servers.local.uri, servers.atlas.uri, dbName, ['things'])
+    assertConverged(result)
+    expect(result[0].atlasCount).toBe(ids.length - 1)
+  })
+
+  it('coalesces repeated marks of a hot document into fewer writes', async () => {
+    const coll = client.db(dbName).collection('hot')
+    const _id = new ObjectId()
+    await coll.insertOne({ _id, n: 0 })
+    const before = sync.metrics()
+    sync.pause()
+    for (let i = 1; i <= 50; i++) {
+      await coll.updateOne({ _id }, { $set: { n: i } })
+      sync.enqueue({ collection: 'hot', id: _id })
+    }
+    sync.resume()
+    expect(await sync.flush({ timeoutMs: 30000 })).toBe(true)
+    const after = sync.metrics()
+    expect(after.enqueued - before.enqueued).toBe(50)
+    expect(after.coalesced - before.coalesced).toBeGreaterThan(0)
+    expect(after.applied.total - before.applied.total).toBeLessThan(50)
+    assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, dbName, ['hot']))
+  })
+
+  it('refuses bad ops with a TypeError and keeps the good ones', async () => {
+    expect(() => sync.enqueue({ id: 1 })).toThrow(/collection is required/)
+    expect(() => sync.enqueue({ collection: 'x' })).toThrow(/op\.id is required/)
+    expect(() => sync.enqueue({ collection: 'x', id: () => 1 })).toThrow(TypeError)
+    expect(() => sync.enqueue({ collection: 'x', id: Symbol('s') })).toThrow(/cannot be a MongoDB _id/)
+    expect(() => sync.enqueue({ collection: '$bad', id: 1 })).toThrow(/not a valid MongoDB collection name/)
+    const coll = client.db(dbName).collection('mixed')
+    await coll.insertOne({ _id: 'good', v: 1 })
+    expect(() => sync.enqueue([{ collection: 'mixed', id: 'good' }, { id: 'no-collection' }])).toThrow(/\[1\].*collection is required/)
+    expect(await sync.flush({ timeoutMs: 30000 })).toBe(true)
+    assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, dbName, ['mixed']))
+  })
+
+  it('reports metrics that move with the work', async () => {
+    const m = sync.metrics()
+    expect(m.enabled).toBe(true)
+    expect(m.state).toBe('running')
+    expect(m.applied.total).toBeGreaterThan(0)
+    expect(m.atlas.connected).toBe(true)
+    expect(m.backlog.total).toBe(0)
+    expect(m.collections[`${dbName}.things`].upserts).toBeGreaterThan(0)
+  })
+})

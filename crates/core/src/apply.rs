@@ -1,0 +1,417 @@
+//! One batch: re-read the current documents from local by `_id`, then make
+//! Atlas hold exactly that state — replace-with-upsert what local has,
+//! delete what it no longer has — with one `update` and one `delete` command
+//! per namespace.
+
+use crate::classify::{classify_command_error, is_transient_code, FailureClass};
+use crate::clients::LazyClient;
+use crate::mark::Namespace;
+use bson::{rawdoc, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf};
+use futures_util::future::join_all;
+use futures_util::TryStreamExt;
+use mongodb::Database;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How local documents are read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// One `find({_id: {$in: [...]}})` per namespace (uses the `_id` index on MongoDB).
+    In,
+    /// One `find({_id: v})` per document, concurrently. FerretDB only pushes
+    /// plain `_id` equality down to its storage, so `$in` would scan.
+    Point,
+}
+
+/// What happened to one document of a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DocOutcome {
+    Upserted,
+    Deleted,
+    /// Atlas refused this document; retry a few times, then dead-letter.
+    Rejected {
+        code: Option<i32>,
+        message: String,
+    },
+}
+
+/// A batch failed as a whole for a reason expected to pass (network, election...).
+#[derive(Debug)]
+pub struct TransientFailure {
+    pub message: String,
+}
+
+/// One document of a batch.
+pub struct BatchDoc {
+    pub ns: Arc<Namespace>,
+    pub id: Arc<RawDocumentBuf>,
+}
+
+pub struct Applier {
+    pub local: Arc<LazyClient>,
+    pub atlas: Arc<LazyClient>,
+    /// Decided once, from the local server's `buildInfo`.
+    pub read_mode: tokio::sync::OnceCell<ReadMode>,
+    /// Maps a local database name to its Atlas database name.
+    pub atlas_db: Arc<dyn Fn(&str) -> String + Send + Sync>,
+}
+
+/// Upper bound for one command's statements, well under the 16 MiB limit.
+const MAX_COMMAND_BYTES: usize = 8 << 20;
+
+fn id_ref(id: &RawDocument) -> Option<RawBsonRef<'_>> {
+    id.get("_id").ok().flatten()
+}
+
+/// Key that matches an `_id` the way the server does for numbers (1 == 1.0
+/// == 1L), so a mark and the document it names always meet.
+fn match_key(id: RawBsonRef<'_>) -> Vec<u8> {
+    let mut key = RawDocumentBuf::new();
+    match id {
+        RawBsonRef::Int32(n) => key.append("_id", n as f64),
+        RawBsonRef::Int64(n) if (n as f64) as i64 == n => key.append("_id", n as f64),
+        other => key.append_ref("_id", other),
+    }
+    key.into_bytes()
+}
+
+impl Applier {
+    /// Applies a batch. `Ok` holds one outcome per input document, in order.
+    pub async fn apply(&self, docs: &[BatchDoc]) -> Result<Vec<DocOutcome>, TransientFailure> {
+        let mut outcomes: Vec<Option<DocOutcome>> = vec![None; docs.len()];
+        let mut by_ns: HashMap<&Namespace, Vec<usize>> = HashMap::new();
+        for (i, d) in docs.iter().enumerate() {
+            by_ns.entry(d.ns.as_ref()).or_default().push(i);
+        }
+        let transient = |message: String| TransientFailure { message };
+        let local = self.local.get().await.map_err(transient)?;
+        let atlas = self.atlas.get().await.map_err(transient)?;
+        let mode = *self
+            .read_mode
+            .get_or_try_init(|| async {
+                let info = local
+                    .database("admin")
+                    .run_command(bson::doc! { "buildInfo": 1 })
+                    .await
+                    .map_err(|e| TransientFailure {
+                        message: format!("local buildInfo failed: {e}"),
+                    })?;
+                Ok::<_, TransientFailure>(if info.contains_key("ferretdbVersion") {
+                    ReadMode::Point
+                } else {
+                    ReadMode::In
+                })
+            })
+            .await?;
+        for (ns, idx) in by_ns {
+            let ids: Vec<&RawDocumentBuf> = idx.iter().map(|&i| docs[i].id.as_ref()).collect();
+            let current = read_local(local, mode, ns, &ids).await?;
+            let atlas_db = atlas.database(&(self.atlas_db)(&ns.db));
+            let mut upserts = Vec::new();
+            let mut deletes = Vec::new();
+            for (k, &i) in idx.iter().enumerate() {
+                let Some(v) = id_ref(ids[k]).filter(|_| ids[k].to_document().is_ok()) else {
+                    outcomes[i] = Some(DocOutcome::Rejected {
+                        code: None,
+                        message: "the _id cannot be decoded".into(),
+                    });
+                    continue;
+                };
+                match current.get(&match_key(v)) {
+                    Some(doc) => upserts.push((i, doc.clone())),
+                    None => deletes.push(i),
+                }
+            }
+            for (i, out) in self.upsert_all(&atlas_db, &ns.coll, &upserts).await? {
+                outcomes[i] = Some(out);
+            }
+            let delete_ids: Vec<(usize, &RawDocumentBuf)> =
+                deletes.iter().map(|&i| (i, docs[i].id.as_ref())).collect();
+            for (i, out) in self.delete_all(&atlas_db, &ns.coll, &delete_ids).await? {
+                outcomes[i] = Some(out);
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(DocOutcome::Rejected {
+                    code: None,
+                    message: "internal: document was not applied".into(),
+                })
+            })
+            .collect())
+    }
+}
+
+/// Current local documents keyed by their `{_id}` identity bytes.
+async fn read_local(
+    local: &mongodb::Client,
+    mode: ReadMode,
+    ns: &Namespace,
+    ids: &[&RawDocumentBuf],
+) -> Result<HashMap<Vec<u8>, RawDocumentBuf>, TransientFailure> {
+    let coll = local
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll);
+    let local_err = |e: mongodb::error::Error| TransientFailure {
+        message: format!("reading {ns} from local failed: {e}"),
+    };
+    let mut found = HashMap::with_capacity(ids.len());
+    let mut keep = |doc: RawDocumentBuf| {
+        if let Some(v) = id_ref(&doc) {
+            found.insert(match_key(v), doc);
+        }
+    };
+    match mode {
+        ReadMode::In => {
+            let values: Vec<bson::Bson> = ids
+                .iter()
+                .filter_map(|id| crate::mark::id_value(id))
+                .collect();
+            let filter = bson::doc! { "_id": { "$in": values } };
+            let mut cursor = coll.find(filter).await.map_err(local_err)?;
+            while let Some(doc) = cursor.try_next().await.map_err(local_err)? {
+                keep(doc);
+            }
+        }
+        ReadMode::Point => {
+            for chunk in ids.chunks(32) {
+                // Identity docs were validated at enqueue; one that still
+                // fails to convert is skipped here and rejected by `apply`.
+                let reads = chunk
+                    .iter()
+                    .filter_map(|id| id.to_document().ok())
+                    .map(|filter| {
+                        let coll = coll.clone();
+                        async move { coll.find_one(filter).await }
+                    });
+                for r in join_all(reads).await {
+                    if let Some(doc) = r.map_err(local_err)? {
+                        keep(doc);
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+impl Applier {
+    async fn upsert_all(
+        &self,
+        db: &Database,
+        coll: &str,
+        docs: &[(usize, RawDocumentBuf)],
+    ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
+        let mut out = Vec::with_capacity(docs.len());
+        for chunk in chunk_by_size(docs, |(_, d)| d.as_bytes().len()) {
+            let mut updates = RawArrayBuf::new();
+            for (_, doc) in chunk {
+                let mut q = RawDocumentBuf::new();
+                if let Some(v) = id_ref(doc) {
+                    q.append_ref("_id", v);
+                }
+                updates.push(rawdoc! { "q": q, "u": doc.clone(), "upsert": true });
+            }
+            let cmd = rawdoc! { "update": coll, "updates": updates, "ordered": false };
+            let idx: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            let singles: Vec<RawDocumentBuf> = chunk
+                .iter()
+                .map(|(_, doc)| {
+                    let mut q = RawDocumentBuf::new();
+                    if let Some(v) = id_ref(doc) {
+                        q.append_ref("_id", v);
+                    }
+                    let mut one = RawArrayBuf::new();
+                    one.push(rawdoc! { "q": q, "u": doc.clone(), "upsert": true });
+                    rawdoc! { "update": coll, "updates": one, "ordered": false }
+                })
+                .collect();
+            out.extend(
+                self.run_write(db, cmd, &idx, singles, DocOutcome::Upserted)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn delete_all(
+        &self,
+        db: &Database,
+        coll: &str,
+        ids: &[(usize, &RawDocumentBuf)],
+    ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut deletes = RawArrayBuf::new();
+        let mut singles = Vec::with_capacity(ids.len());
+        for (_, id) in ids {
+            deletes.push(rawdoc! { "q": (*id).clone(), "limit": 1 });
+            let mut one = RawArrayBuf::new();
+            one.push(rawdoc! { "q": (*id).clone(), "limit": 1 });
+            singles.push(rawdoc! { "delete": coll, "deletes": one, "ordered": false });
+        }
+        let cmd = rawdoc! { "delete": coll, "deletes": deletes, "ordered": false };
+        let idx: Vec<usize> = ids.iter().map(|(i, _)| *i).collect();
+        self.run_write(db, cmd, &idx, singles, DocOutcome::Deleted)
+            .await
+    }
+
+    /// Runs one batched write command; maps `writeErrors` back to documents.
+    /// A command refused as a whole for a non-transient reason is retried one
+    /// document at a time so one bad document cannot block the others.
+    async fn run_write(
+        &self,
+        db: &Database,
+        cmd: RawDocumentBuf,
+        idx: &[usize],
+        singles: Vec<RawDocumentBuf>,
+        ok: DocOutcome,
+    ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
+        match db.run_raw_command(cmd).await {
+            Ok(reply) => parse_write_reply(&reply, idx, &ok),
+            Err(e) => match classify_command_error(&e) {
+                FailureClass::Transient => Err(TransientFailure {
+                    message: e.to_string(),
+                }),
+                FailureClass::Isolate if idx.len() == 1 => {
+                    Ok(vec![(idx[0], rejected_from_error(&e))])
+                }
+                FailureClass::Isolate => {
+                    let mut out = Vec::with_capacity(idx.len());
+                    for (&i, single) in idx.iter().zip(singles) {
+                        match db.run_raw_command(single).await {
+                            Ok(reply) => out.extend(parse_write_reply(&reply, &[i], &ok)?),
+                            Err(e) if classify_command_error(&e) == FailureClass::Transient => {
+                                return Err(TransientFailure {
+                                    message: e.to_string(),
+                                })
+                            }
+                            Err(e) => out.push((i, rejected_from_error(&e))),
+                        }
+                    }
+                    Ok(out)
+                }
+            },
+        }
+    }
+}
+
+fn rejected_from_error(e: &mongodb::error::Error) -> DocOutcome {
+    let code = match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    };
+    DocOutcome::Rejected {
+        code,
+        message: e.to_string(),
+    }
+}
+
+/// Reads `writeErrors` / `writeConcernError` of an update or delete reply.
+fn parse_write_reply(
+    reply: &bson::Document,
+    idx: &[usize],
+    ok: &DocOutcome,
+) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        // Not acknowledged as durable: resend later (the write is idempotent).
+        return Err(TransientFailure {
+            message: format!("write concern error: {wce}"),
+        });
+    }
+    let mut outcomes: Vec<(usize, DocOutcome)> = idx.iter().map(|&i| (i, ok.clone())).collect();
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        for err in errors.iter().filter_map(|e| e.as_document()) {
+            let pos = err
+                .get("index")
+                .and_then(|v| v.as_i32().or_else(|| v.as_i64().map(|n| n as i32)))
+                .unwrap_or(-1);
+            let code = err.get_i32("code").ok();
+            let message = err.get_str("errmsg").unwrap_or("write error").to_owned();
+            if code.is_some_and(is_transient_code) {
+                return Err(TransientFailure { message });
+            }
+            if let Some(slot) = usize::try_from(pos).ok().and_then(|p| outcomes.get_mut(p)) {
+                slot.1 = DocOutcome::Rejected { code, message };
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Splits items so each group's total size stays under the command limit.
+fn chunk_by_size<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut total = 0;
+    for (i, item) in items.iter().enumerate() {
+        let s = size(item);
+        if i > start && total + s > MAX_COMMAND_BYTES {
+            out.push(&items[start..i]);
+            start = i;
+            total = 0;
+        }
+        total += s;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn write_errors_map_to_their_documents() {
+        let reply = doc! { "ok": 1, "n": 1, "writeErrors": [
+            { "index": 1, "code": 11000, "errmsg": "E11000 duplicate key" }
+        ]};
+        let out = parse_write_reply(&reply, &[7, 9, 11], &DocOutcome::Upserted).unwrap();
+        assert_eq!(out[0], (7, DocOutcome::Upserted));
+        assert!(matches!(
+            &out[1],
+            (
+                9,
+                DocOutcome::Rejected {
+                    code: Some(11000),
+                    ..
+                }
+            )
+        ));
+        assert_eq!(out[2], (11, DocOutcome::Upserted));
+    }
+
+    #[test]
+    fn transient_write_errors_fail_the_batch() {
+        let reply =
+            doc! { "ok": 1, "writeErrors": [{ "index": 0, "code": 91, "errmsg": "shutting down" }]};
+        assert!(parse_write_reply(&reply, &[0], &DocOutcome::Deleted).is_err());
+        let wce = doc! { "ok": 1, "writeConcernError": { "code": 64, "errmsg": "timeout" }};
+        assert!(parse_write_reply(&wce, &[0], &DocOutcome::Deleted).is_err());
+    }
+
+    #[test]
+    fn numeric_ids_match_across_types() {
+        use bson::RawBson;
+        let a = match_key(RawBson::Int32(7).as_raw_bson_ref());
+        let b = match_key(RawBson::Double(7.0).as_raw_bson_ref());
+        let c = match_key(RawBson::Int64(7).as_raw_bson_ref());
+        let d = match_key(RawBson::String("7".into()).as_raw_bson_ref());
+        assert!(a == b && b == c);
+        assert_ne!(a, d);
+    }
+
+    #[test]
+    fn chunks_respect_the_size_limit() {
+        let sizes = [3 << 20, 3 << 20, 3 << 20, 1, 9 << 20];
+        let chunks = chunk_by_size(&sizes, |s| *s);
+        let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, vec![2, 2, 1]);
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), sizes.len());
+    }
+}

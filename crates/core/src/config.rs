@@ -1,0 +1,136 @@
+//! Engine configuration. Parsing and validation of env vars happens in JS
+//! (lib/config.js) so errors can name the variable; here we only check what
+//! the core itself depends on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the engine needs to run. Built by the binding from JS options.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub local_uri: String,
+    pub atlas_uri: String,
+    /// Database the marks default to (the local URI's path, or "test").
+    pub local_db: String,
+    /// Atlas database that receives `local_db`; other databases map to themselves.
+    pub atlas_db: String,
+    pub data_dir: PathBuf,
+    pub persist_queue: bool,
+    pub fsync_interval: Duration,
+    /// Marks kept in memory; beyond this they live only in the journal.
+    pub queue_max_size: usize,
+    pub batch_size: usize,
+    /// Longest a mark waits for its batch to fill (0 = send at once).
+    pub worker_interval: Duration,
+    /// Batches in flight at once; each document always goes to the same lane,
+    /// so per-document order holds.
+    pub concurrency: usize,
+    pub max_retries: u32,
+    pub excluded_collections: Vec<String>,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub segment_bytes: u64,
+    /// Server selection / connect timeout for both clients.
+    pub connect_timeout: Duration,
+    pub log_level: tracing::Level,
+}
+
+impl EngineConfig {
+    /// Defaults that match the documented env defaults.
+    pub fn new(local_uri: &str, atlas_uri: &str, data_dir: PathBuf) -> Self {
+        Self {
+            local_uri: local_uri.to_owned(),
+            atlas_uri: atlas_uri.to_owned(),
+            local_db: "test".into(),
+            atlas_db: "test".into(),
+            data_dir,
+            persist_queue: true,
+            fsync_interval: Duration::from_millis(1000),
+            queue_max_size: 10_000,
+            batch_size: 100,
+            worker_interval: Duration::from_millis(100),
+            concurrency: 4,
+            max_retries: 5,
+            excluded_collections: Vec::new(),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            segment_bytes: 64 << 20,
+            connect_timeout: Duration::from_secs(10),
+            log_level: tracing::Level::INFO,
+        }
+    }
+
+    /// Atlas database name for a local database name.
+    pub fn atlas_db_for(&self, local_db: &str) -> String {
+        if local_db == self.local_db {
+            self.atlas_db.clone()
+        } else {
+            local_db.to_owned()
+        }
+    }
+
+    pub fn is_excluded(&self, coll: &str) -> bool {
+        self.excluded_collections.iter().any(|c| c == coll)
+    }
+}
+
+/// Hides the password (and user) of a MongoDB URI, for logs and errors.
+pub fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://") else {
+        return uri.to_owned();
+    };
+    let rest = &uri[scheme_end + 3..];
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => format!("{}://***:***@{}", &uri[..scheme_end], &rest[at + 1..]),
+        None => uri.to_owned(),
+    }
+}
+
+/// Removes every occurrence of the URIs' credentials from a message (driver
+/// errors sometimes echo parts of the connection string).
+pub fn scrub_secrets(message: &str, uris: &[&str]) -> String {
+    let mut out = message.to_owned();
+    for uri in uris {
+        if let Some((user, pass)) = credentials(uri) {
+            if !pass.is_empty() {
+                out = out.replace(&pass, "***");
+            }
+            if !user.is_empty() && user.len() > 2 {
+                out = out.replace(&format!("{user}:"), "***:");
+            }
+        }
+        out = out.replace(uri, &redact_uri(uri));
+    }
+    out
+}
+
+fn credentials(uri: &str) -> Option<(String, String)> {
+    let rest = &uri[uri.find("://")? + 3..];
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let at = rest[..host_end].rfind('@')?;
+    let userinfo = &rest[..at];
+    let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            redact_uri("mongodb+srv://bomba:s3cret@cluster0.x.mongodb.net/bomba?w=majority"),
+            "mongodb+srv://***:***@cluster0.x.mongodb.net/bomba?w=majority"
+        );
+        assert_eq!(
+            redact_uri("mongodb://localhost:27017/a"),
+            "mongodb://localhost:27017/a"
+        );
+        let uri = "mongodb://u1:p%40ss@h:1/db";
+        let msg = format!("failed to connect to {uri}: auth p%40ss rejected");
+        let clean = scrub_secrets(&msg, &[uri]);
+        assert!(!clean.contains("p%40ss"), "{clean}");
+    }
+}

@@ -1,0 +1,279 @@
+//! Persisted store of documents Atlas refused permanently. Small by nature
+//! (each entry is a bug or a data problem to look at), so it lives in memory
+//! and is rewritten atomically on every change.
+
+use crate::mark::{id_doc, id_value, Namespace};
+use bson::{Bson, RawDocumentBuf};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One dead letter, as stored and as listed to users.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub db: String,
+    pub collection: String,
+    /// Canonical extended JSON of the `_id`, so every BSON type round-trips.
+    pub id: serde_json::Value,
+    pub code: Option<i32>,
+    pub message: String,
+    pub attempts: u32,
+    pub first_failed_at: String,
+    pub last_failed_at: String,
+}
+
+impl DeadLetter {
+    pub fn id_doc(&self) -> Option<RawDocumentBuf> {
+        let v = Bson::try_from(self.id.clone()).ok()?;
+        id_doc(v).ok()
+    }
+
+    fn key(&self) -> (String, String, String) {
+        (
+            self.db.clone(),
+            self.collection.clone(),
+            self.id.to_string(),
+        )
+    }
+}
+
+/// Filter for listing or retrying dead letters.
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetterFilter {
+    pub collection: Option<String>,
+    pub code: Option<i32>,
+}
+
+impl DeadLetterFilter {
+    fn matches(&self, d: &DeadLetter) -> bool {
+        self.collection.as_ref().is_none_or(|c| *c == d.collection)
+            && self.code.is_none_or(|c| d.code == Some(c))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("dead-letter store {path}: {source}")]
+pub struct StoreError {
+    path: String,
+    source: std::io::Error,
+}
+
+pub struct DeadLetterStore {
+    path: Option<PathBuf>,
+    entries: Mutex<Vec<DeadLetter>>,
+}
+
+fn now_iso() -> String {
+    bson::DateTime::now()
+        .try_to_rfc3339_string()
+        .unwrap_or_default()
+}
+
+impl DeadLetterStore {
+    /// Opens (or creates) the store; `path` None keeps it in memory only.
+    /// An unreadable file is kept aside (renamed) rather than lost.
+    pub fn open(path: Option<PathBuf>) -> Result<Self, StoreError> {
+        let mut entries = Vec::new();
+        if let Some(p) = &path {
+            match std::fs::read(p) {
+                Ok(bytes) => match serde_json::from_slice::<Vec<DeadLetter>>(&bytes) {
+                    Ok(e) => entries = e,
+                    Err(e) => {
+                        let aside =
+                            p.with_extension(format!("corrupt-{}", crate::metrics::now_ms()));
+                        tracing::error!(
+                            "dead-letter store {} is unreadable ({e}); kept as {}",
+                            p.display(),
+                            aside.display()
+                        );
+                        let _ = std::fs::rename(p, aside);
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StoreError {
+                        path: p.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            path,
+            entries: Mutex::new(entries),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DeadLetter>> {
+        match self.entries.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn persist(&self, entries: &[DeadLetter]) -> Result<(), StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let err = |source| StoreError {
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec_pretty(entries).map_err(|e| err(e.into()))?;
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&bytes).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)?;
+        sync_dir(path);
+        Ok(())
+    }
+
+    /// Records a permanent failure (replacing an older entry for the same document).
+    pub fn add(
+        &self,
+        ns: &Namespace,
+        id: &RawDocumentBuf,
+        code: Option<i32>,
+        message: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        let id_json = id_value(id)
+            .map(|v| v.into_canonical_extjson())
+            .unwrap_or(serde_json::Value::Null);
+        let now = now_iso();
+        let mut entry = DeadLetter {
+            db: ns.db.clone(),
+            collection: ns.coll.clone(),
+            id: id_json,
+            code,
+            message: message.to_owned(),
+            attempts,
+            first_failed_at: now.clone(),
+            last_failed_at: now,
+        };
+        let mut entries = self.lock();
+        if let Some(pos) = entries.iter().position(|e| e.key() == entry.key()) {
+            entry.first_failed_at = entries[pos].first_failed_at.clone();
+            entries[pos] = entry;
+        } else {
+            entries.push(entry);
+        }
+        self.persist(&entries)
+    }
+
+    /// Drops the entry of a document that has since been applied successfully.
+    pub fn resolve(&self, ns: &Namespace, id: &RawDocumentBuf) -> Result<bool, StoreError> {
+        let mut entries = self.lock();
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let id_json = id_value(id).map(|v| v.into_canonical_extjson());
+        let before = entries.len();
+        entries.retain(|e| {
+            !(e.db == ns.db && e.collection == ns.coll && Some(&e.id) == id_json.as_ref())
+        });
+        if entries.len() == before {
+            return Ok(false);
+        }
+        self.persist(&entries)?;
+        Ok(true)
+    }
+
+    pub fn list(&self, filter: &DeadLetterFilter) -> Vec<DeadLetter> {
+        self.lock()
+            .iter()
+            .filter(|d| filter.matches(d))
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes and returns the matching entries (the caller re-queues them;
+    /// if re-queueing fails it must `restore` them).
+    pub fn take(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut entries = self.lock();
+        let (taken, kept): (Vec<_>, Vec<_>) = entries.drain(..).partition(|d| filter.matches(d));
+        *entries = kept;
+        if let Err(e) = self.persist(&entries) {
+            entries.extend(taken);
+            return Err(e);
+        }
+        Ok(taken)
+    }
+
+    pub fn restore(&self, back: Vec<DeadLetter>) -> Result<(), StoreError> {
+        let mut entries = self.lock();
+        entries.extend(back);
+        self.persist(&entries)
+    }
+}
+
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::oid::ObjectId;
+
+    #[test]
+    fn persists_lists_resolves_and_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.json");
+        let ns = Namespace {
+            db: "shop".into(),
+            coll: "bills".into(),
+        };
+        let oid = id_doc(Bson::ObjectId(ObjectId::new())).unwrap();
+        let sid = id_doc(Bson::String("x".into())).unwrap();
+        {
+            let s = DeadLetterStore::open(Some(path.clone())).unwrap();
+            s.add(&ns, &oid, Some(10334), "too large", 5).unwrap();
+            s.add(&ns, &sid, Some(121), "validation", 5).unwrap();
+            s.add(&ns, &sid, Some(121), "validation again", 6).unwrap();
+            assert_eq!(s.len(), 2);
+        }
+        let s = DeadLetterStore::open(Some(path.clone())).unwrap();
+        assert_eq!(s.len(), 2);
+        let only = s.list(&DeadLetterFilter {
+            code: Some(121),
+            ..Default::default()
+        });
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].attempts, 6);
+        assert_eq!(only[0].id_doc().unwrap(), sid);
+        assert!(s.resolve(&ns, &oid).unwrap());
+        let taken = s.take(&DeadLetterFilter::default()).unwrap();
+        assert_eq!(taken.len(), 1);
+        assert!(DeadLetterStore::open(Some(path)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unreadable_file_is_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        let s = DeadLetterStore::open(Some(path)).unwrap();
+        assert!(s.is_empty());
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+        assert!(aside);
+    }
+}

@@ -1,0 +1,392 @@
+//! The engine: owns the tokio runtime, the journal-backed queue, the drain
+//! worker, the dead-letter store and the metrics. Everything the binding
+//! calls goes through here.
+
+use crate::apply::Applier;
+use crate::clients::LazyClient;
+use crate::config::{redact_uri, EngineConfig};
+use crate::deadletter::{DeadLetter, DeadLetterFilter, DeadLetterStore};
+use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::logging::{dispatcher, LogSink};
+use crate::mark::{validate_namespace, MarkKind};
+use crate::metrics::Metrics;
+use crate::queue::{MarkQueue, NewMark};
+use crate::worker::{Worker, WorkerSettings};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the sync engine is closed")]
+    Closed,
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A running engine. Cheap to share; `close` stops it.
+pub struct Engine {
+    pub cfg: EngineConfig,
+    pub queue: Arc<MarkQueue>,
+    pub worker: Arc<Worker>,
+    pub metrics: Arc<Metrics>,
+    pub dead: Arc<DeadLetterStore>,
+    pub local: Arc<LazyClient>,
+    pub atlas: Arc<LazyClient>,
+    pub dispatch: tracing::Dispatch,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub recovered: u64,
+}
+
+impl Engine {
+    /// Opens the journal (taking the data-dir lock), recovers, connects in the
+    /// background and starts the worker. Never waits on the network.
+    pub fn open(cfg: EngineConfig, sink: Arc<dyn LogSink>) -> Result<Arc<Engine>, EngineError> {
+        let secrets = vec![cfg.local_uri.clone(), cfg.atlas_uri.clone()];
+        let dispatch = dispatcher(sink, cfg.log_level, secrets);
+        tracing::dispatcher::with_default(&dispatch, || Self::open_inner(cfg, dispatch.clone()))
+    }
+
+    fn open_inner(
+        cfg: EngineConfig,
+        dispatch: tracing::Dispatch,
+    ) -> Result<Arc<Engine>, EngineError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            EngineError::Io(format!(
+                "cannot create data dir {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
+        let (journal, recovery) = Journal::open(JournalConfig {
+            dir: cfg.data_dir.join("journal"),
+            segment_bytes: cfg.segment_bytes,
+            fsync_interval: cfg.fsync_interval,
+            persist: cfg.persist_queue,
+        })?;
+        let metrics = Arc::new(Metrics::default());
+        for c in &recovery.corrupt {
+            tracing::error!(
+                "journal record skipped: segment {} offset {}: {}",
+                c.segment,
+                c.offset,
+                c.reason
+            );
+        }
+        metrics
+            .corrupt_records
+            .fetch_add(recovery.corrupt.len() as u64, Relaxed);
+        metrics.recovered.store(recovery.records, Relaxed);
+        if cfg.persist_queue {
+            tracing::info!(
+                "✓ Loaded {} operations from persisted queue",
+                recovery.records
+            );
+        }
+        let dead_path = cfg
+            .persist_queue
+            .then(|| cfg.data_dir.join("dead-letters.json"));
+        let dead =
+            Arc::new(DeadLetterStore::open(dead_path).map_err(|e| EngineError::Io(e.to_string()))?);
+        let journal = Arc::new(journal);
+        let queue = Arc::new(MarkQueue::new(
+            journal,
+            cfg.queue_max_size,
+            recovery.start,
+            recovery.records,
+        ));
+        let local = Arc::new(LazyClient::new(
+            &cfg.local_uri,
+            "local",
+            cfg.connect_timeout,
+        ));
+        let atlas = Arc::new(LazyClient::new(
+            &cfg.atlas_uri,
+            "Atlas",
+            cfg.connect_timeout,
+        ));
+        let map_cfg = cfg.clone();
+        let applier = Arc::new(Applier {
+            local: local.clone(),
+            atlas: atlas.clone(),
+            read_mode: tokio::sync::OnceCell::new(),
+            atlas_db: Arc::new(move |db: &str| map_cfg.atlas_db_for(db)),
+        });
+        let worker = Worker::new(
+            queue.clone(),
+            metrics.clone(),
+            dead.clone(),
+            applier,
+            WorkerSettings {
+                batch_size: cfg.batch_size.max(1),
+                interval: cfg.worker_interval,
+                max_retries: cfg.max_retries,
+                backoff_min: cfg.backoff_min,
+                backoff_max: cfg.backoff_max,
+                fsync_interval: cfg.fsync_interval,
+            },
+            cfg.concurrency,
+            recovery.start,
+        );
+        let thread_dispatch = dispatch.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("dualsync")
+            .enable_all()
+            .on_thread_start(move || {
+                // Leaked guard: the thread lives exactly as long as the runtime.
+                std::mem::forget(tracing::dispatcher::set_default(&thread_dispatch));
+            })
+            .build()
+            .map_err(|e| EngineError::Io(format!("cannot start the sync runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let engine = Arc::new(Engine {
+            cfg,
+            queue,
+            worker: worker.clone(),
+            metrics,
+            dead,
+            local,
+            atlas,
+            dispatch,
+            runtime: Mutex::new(Some(runtime)),
+            handle: handle.clone(),
+            tasks: Mutex::new(Vec::new()),
+            recovered: recovery.records,
+        });
+        let mut tasks = vec![handle.spawn(worker.clone().run_dispatcher())];
+        for lane in 0..engine.cfg.concurrency.max(1) {
+            tasks.push(handle.spawn(worker.clone().run_lane(lane)));
+        }
+        tasks.push(handle.spawn(Self::announce(engine.clone())));
+        if let Ok(mut t) = engine.tasks.lock() {
+            *t = tasks;
+        }
+        tracing::info!("✓ Sync worker started");
+        Ok(engine)
+    }
+
+    /// Logs the connection lines operators look for, once each side answers.
+    async fn announce(engine: Arc<Engine>) {
+        let ping = |client: Arc<LazyClient>| async move {
+            let c = client.get().await?;
+            c.database("admin")
+                .run_command(bson::doc! { "ping": 1 })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let mut local_done = false;
+        let mut atlas_done = false;
+        let mut delay = Duration::from_millis(200);
+        while !(local_done && atlas_done) && !engine.worker.shutdown.load(Acquire) {
+            if !local_done {
+                match ping(engine.local.clone()).await {
+                    Ok(()) => {
+                        tracing::info!("✓ Connected to local MongoDB: {}", engine.cfg.local_db);
+                        local_done = true;
+                    }
+                    Err(e) => tracing::warn!(
+                        "local MongoDB not reachable yet ({}): {e}",
+                        redact_uri(engine.local.uri())
+                    ),
+                }
+            }
+            if !atlas_done {
+                match ping(engine.atlas.clone()).await {
+                    Ok(()) => {
+                        tracing::info!("✓ Connected to MongoDB Atlas: {}", engine.cfg.atlas_db);
+                        engine.metrics.set_atlas_connected(true);
+                        atlas_done = true;
+                    }
+                    Err(e) => {
+                        engine.metrics.set_atlas_connected(false);
+                        engine.metrics.set_last_error(Some(e.clone()));
+                        tracing::warn!(
+                            "MongoDB Atlas not reachable yet ({}): {e}",
+                            redact_uri(engine.atlas.uri())
+                        );
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    fn is_closed(&self) -> bool {
+        self.worker.shutdown.load(Acquire)
+    }
+
+    /// Validates and journals marks. Returns the journal position after them.
+    pub fn enqueue(&self, marks: Vec<NewMark>) -> Result<u64, EngineError> {
+        if self.is_closed() {
+            return Err(EngineError::Closed);
+        }
+        for m in &marks {
+            validate_namespace(&m.db, &m.coll).map_err(|e| EngineError::Invalid(e.to_string()))?;
+            if m.kind == MarkKind::Document && m.id.get("_id").ok().flatten().is_none() {
+                return Err(EngineError::Invalid("id is required".into()));
+            }
+        }
+        let marks: Vec<NewMark> = marks
+            .into_iter()
+            .filter(|m| !self.cfg.is_excluded(&m.coll))
+            .collect();
+        let n = marks.len() as u64;
+        for m in &marks {
+            self.metrics
+                .collection(&format!("{}.{}", m.db, m.coll))
+                .enqueued
+                .fetch_add(1, Relaxed);
+        }
+        let end = self.queue.enqueue(marks).map_err(|e| {
+            tracing::dispatcher::with_default(&self.dispatch, || {
+                tracing::error!("enqueue failed: {e}")
+            });
+            EngineError::Io(e.to_string())
+        })?;
+        self.metrics.enqueued.fetch_add(n, Relaxed);
+        Ok(end)
+    }
+
+    /// Waits until everything enqueued before the call is applied (or
+    /// dead-lettered). False on timeout.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let target = self.queue.journal().end();
+        let mut rx = self.worker.done_before.subscribe();
+        self.worker.urgent.fetch_add(1, SeqCst);
+        self.worker.wake_all();
+        let res = tokio::time::timeout(timeout, rx.wait_for(|done| *done >= target)).await;
+        self.worker.urgent.fetch_sub(1, SeqCst);
+        matches!(res, Ok(Ok(_)))
+    }
+
+    pub fn pause(&self) {
+        self.worker.paused.store(true, Release);
+        tracing::dispatcher::with_default(&self.dispatch, || tracing::info!("sync paused"));
+    }
+
+    pub fn resume(&self) {
+        self.worker.paused.store(false, Release);
+        self.worker.wake_all();
+        tracing::dispatcher::with_default(&self.dispatch, || tracing::info!("sync resumed"));
+    }
+
+    pub fn dead_letters(&self, filter: &DeadLetterFilter) -> Vec<DeadLetter> {
+        self.dead.list(filter)
+    }
+
+    /// Re-queues matching dead letters; returns how many.
+    pub fn retry_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, EngineError> {
+        let taken = self
+            .dead
+            .take(filter)
+            .map_err(|e| EngineError::Io(e.to_string()))?;
+        let marks: Vec<NewMark> = taken
+            .iter()
+            .filter_map(|d| {
+                Some(NewMark {
+                    kind: MarkKind::Document,
+                    db: d.db.clone(),
+                    coll: d.collection.clone(),
+                    id: d.id_doc()?,
+                })
+            })
+            .collect();
+        let n = marks.len();
+        if let Err(e) = self.queue.enqueue(marks) {
+            let _ = self.dead.restore(taken);
+            return Err(EngineError::Io(e.to_string()));
+        }
+        Ok(n)
+    }
+
+    /// The metrics snapshot as JSON.
+    pub fn metrics(&self) -> Value {
+        let mut m = self.metrics.snapshot();
+        let memory = self.queue.memory_len() as u64;
+        let disk = self.queue.disk_len();
+        let inflight = self.worker.pending() as u64;
+        let oldest = self.worker.oldest_pending_ms();
+        let journal = self.queue.journal();
+        m.insert("enabled".into(), true.into());
+        let state = if self.is_closed() {
+            "closed"
+        } else if self.worker.paused.load(Acquire) {
+            "paused"
+        } else {
+            "running"
+        };
+        m.insert("state".into(), state.into());
+        m.insert(
+            "backlog".into(),
+            json!({ "total": memory + disk + inflight, "memory": memory, "disk": disk, "inFlight": inflight }),
+        );
+        m.insert(
+            "oldestPendingAgeMs".into(),
+            oldest
+                .map(|t| crate::metrics::now_ms().saturating_sub(t))
+                .into(),
+        );
+        m.insert("deadLetters".into(), (self.dead.len() as u64).into());
+        m.insert(
+            "journal".into(),
+            json!({
+                "persist": self.cfg.persist_queue,
+                "bytes": journal.disk_bytes(),
+                "segments": journal.segments(),
+                "corruptRecords": journal.corrupt_skipped().max(self.metrics.corrupt_records.load(Relaxed)),
+                "recovered": self.recovered,
+                "checkpoint": journal.checkpoint(),
+                "end": journal.end(),
+            }),
+        );
+        Value::Object(m)
+    }
+
+    /// Drains for up to `drain_timeout`, then stops; what is left stays in
+    /// the journal for the next start. Idempotent.
+    pub async fn close(&self, drain_timeout: Duration) -> bool {
+        if self.is_closed() {
+            return true;
+        }
+        // A zero timeout still reports whether the backlog happened to be empty.
+        let drained = self.flush(drain_timeout).await;
+        self.worker.shutdown.store(true, Release);
+        self.worker.wake_all();
+        let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let rt = self.runtime.lock().ok().and_then(|mut r| r.take());
+        if let Some(rt) = rt {
+            rt.shutdown_background();
+        }
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            tracing::info!(
+                "sync engine closed ({})",
+                if drained {
+                    "drained"
+                } else {
+                    "backlog kept in journal"
+                }
+            )
+        });
+        drained
+    }
+}

@@ -1,0 +1,272 @@
+//! Counters (atomics) and latency histograms, read as a JSON snapshot.
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Per-collection counters.
+#[derive(Default)]
+pub struct CollectionCounters {
+    pub enqueued: AtomicU64,
+    pub upserts: AtomicU64,
+    pub deletes: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// Latency distribution in milliseconds (1 ms .. 1 day, 2 significant digits).
+pub struct LatencyHistogram(Mutex<Histogram<u64>>);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        let h = Histogram::new_with_bounds(1, 86_400_000, 2)
+            .unwrap_or_else(|_| Histogram::new(2).expect("2 significant digits is valid"));
+        Self(Mutex::new(h))
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, ms: u64) {
+        if let Ok(mut h) = self.0.lock() {
+            h.saturating_record(ms.max(1));
+        }
+    }
+
+    pub fn snapshot(&self) -> Value {
+        let Ok(h) = self.0.lock() else {
+            return Value::Null;
+        };
+        json!({
+            "count": h.len(),
+            "p50": h.value_at_quantile(0.50),
+            "p95": h.value_at_quantile(0.95),
+            "p99": h.value_at_quantile(0.99),
+            "max": h.max(),
+            "sum": (h.mean() * h.len() as f64).round(),
+        })
+    }
+}
+
+/// Throughput over a sliding window: `(instant, applied total)` samples.
+#[derive(Default)]
+struct RateWindow(Vec<(Instant, u64)>);
+
+/// All engine metrics. Cheap to update from any thread.
+pub struct Metrics {
+    pub started: Instant,
+    pub enqueued: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub upserts: AtomicU64,
+    pub deletes: AtomicU64,
+    pub batches: AtomicU64,
+    pub batches_failed: AtomicU64,
+    pub retries: AtomicU64,
+    pub transient_failures: AtomicU64,
+    pub permanent_failures: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub invalid_ops: AtomicU64,
+    pub corrupt_records: AtomicU64,
+    pub recovered: AtomicU64,
+    pub atlas_connected: AtomicBool,
+    /// Unix ms of the last change of `atlas_connected`.
+    pub atlas_since_ms: AtomicU64,
+    pub last_success_ms: AtomicU64,
+    pub apply_latency: LatencyHistogram,
+    pub lag: LatencyHistogram,
+    pub last_error: Mutex<Option<String>>,
+    collections: Mutex<HashMap<String, std::sync::Arc<CollectionCounters>>>,
+    rate: Mutex<RateWindow>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            enqueued: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            upserts: AtomicU64::new(0),
+            deletes: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batches_failed: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            transient_failures: AtomicU64::new(0),
+            permanent_failures: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            invalid_ops: AtomicU64::new(0),
+            corrupt_records: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
+            atlas_connected: AtomicBool::new(false),
+            atlas_since_ms: AtomicU64::new(now_ms()),
+            last_success_ms: AtomicU64::new(0),
+            apply_latency: LatencyHistogram::default(),
+            lag: LatencyHistogram::default(),
+            last_error: Mutex::new(None),
+            collections: Mutex::new(HashMap::new()),
+            rate: Mutex::new(RateWindow::default()),
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn iso(ms: u64) -> Value {
+    if ms == 0 {
+        return Value::Null;
+    }
+    bson::DateTime::from_millis(ms as i64)
+        .try_to_rfc3339_string()
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+impl Metrics {
+    /// Counters of one collection (`db.coll`), created on first use.
+    pub fn collection(&self, ns: &str) -> std::sync::Arc<CollectionCounters> {
+        let mut map = match self.collections.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(ns.to_owned()).or_default().clone()
+    }
+
+    pub fn set_atlas_connected(&self, connected: bool) {
+        if self.atlas_connected.swap(connected, Relaxed) != connected {
+            self.atlas_since_ms.store(now_ms(), Relaxed);
+        }
+    }
+
+    pub fn set_last_error(&self, msg: Option<String>) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = msg;
+        }
+    }
+
+    /// Applied documents per second over the last ~10 s.
+    fn applied_rate(&self) -> f64 {
+        let total = self.upserts.load(Relaxed) + self.deletes.load(Relaxed);
+        let now = Instant::now();
+        let Ok(mut w) = self.rate.lock() else {
+            return 0.0;
+        };
+        w.0.push((now, total));
+        w.0.retain(|(t, _)| now.duration_since(*t).as_secs_f64() <= 10.0);
+        match w.0.first() {
+            Some((t0, n0)) if now.duration_since(*t0).as_secs_f64() > 0.5 => {
+                (total - n0) as f64 / now.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// A JSON snapshot; the engine adds backlog, journal and job fields.
+    pub fn snapshot(&self) -> Map<String, Value> {
+        let upserts = self.upserts.load(Relaxed);
+        let deletes = self.deletes.load(Relaxed);
+        let batches = self.batches.load(Relaxed);
+        let failed = self.batches_failed.load(Relaxed);
+        let success_rate = if batches + failed == 0 {
+            1.0
+        } else {
+            batches as f64 / (batches + failed) as f64
+        };
+        let collections: Map<String, Value> = match self.collections.lock() {
+            Ok(m) => m
+                .iter()
+                .map(|(k, c)| {
+                    (
+                        k.clone(),
+                        json!({
+                            "enqueued": c.enqueued.load(Relaxed),
+                            "upserts": c.upserts.load(Relaxed),
+                            "deletes": c.deletes.load(Relaxed),
+                            "failures": c.failures.load(Relaxed),
+                        }),
+                    )
+                })
+                .collect(),
+            Err(_) => Map::new(),
+        };
+        let last_error = self.last_error.lock().ok().and_then(|e| e.clone());
+        let mut m = Map::new();
+        m.insert("enqueued".into(), self.enqueued.load(Relaxed).into());
+        m.insert("coalesced".into(), self.coalesced.load(Relaxed).into());
+        m.insert(
+            "applied".into(),
+            json!({ "upserts": upserts, "deletes": deletes, "total": upserts + deletes }),
+        );
+        m.insert("batches".into(), batches.into());
+        m.insert("retries".into(), self.retries.load(Relaxed).into());
+        m.insert(
+            "failures".into(),
+            json!({
+                "transient": self.transient_failures.load(Relaxed),
+                "permanent": self.permanent_failures.load(Relaxed),
+                "batches": failed,
+            }),
+        );
+        m.insert(
+            "deadLettered".into(),
+            self.dead_lettered.load(Relaxed).into(),
+        );
+        m.insert("invalidOps".into(), self.invalid_ops.load(Relaxed).into());
+        m.insert("successRate".into(), success_rate.into());
+        m.insert(
+            "throughput".into(),
+            json!({ "appliedPerSec": self.applied_rate() }),
+        );
+        m.insert("applyLatencyMs".into(), self.apply_latency.snapshot());
+        m.insert("lagMs".into(), self.lag.snapshot());
+        m.insert(
+            "atlas".into(),
+            json!({
+                "connected": self.atlas_connected.load(Relaxed),
+                "since": iso(self.atlas_since_ms.load(Relaxed)),
+                "lastSuccessAt": iso(self.last_success_ms.load(Relaxed)),
+                "lastError": last_error,
+            }),
+        );
+        m.insert("collections".into(), Value::Object(collections));
+        m.insert(
+            "uptimeMs".into(),
+            (self.started.elapsed().as_millis() as u64).into(),
+        );
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_percentiles_follow_records() {
+        let h = LatencyHistogram::default();
+        for ms in 1..=100 {
+            h.record(ms);
+        }
+        let s = h.snapshot();
+        assert_eq!(s["count"], 100);
+        let p50 = s["p50"].as_u64().unwrap();
+        let p99 = s["p99"].as_u64().unwrap();
+        assert!((49..=51).contains(&p50), "{s}");
+        assert!((98..=100).contains(&p99), "{s}");
+    }
+
+    #[test]
+    fn atlas_state_change_moves_since() {
+        let m = Metrics::default();
+        m.atlas_since_ms.store(1, Relaxed);
+        m.set_atlas_connected(false); // no change
+        assert_eq!(m.atlas_since_ms.load(Relaxed), 1);
+        m.set_atlas_connected(true);
+        assert!(m.atlas_since_ms.load(Relaxed) > 1);
+    }
+}

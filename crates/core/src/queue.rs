@@ -1,0 +1,238 @@
+//! The mark queue: every mark goes to the journal first (durability), then
+//! into a bounded lock-free in-memory queue. When memory is full the queue
+//! "spills": later marks live only in the journal and are paged back in, in
+//! order, once the memory part is drained. Enqueue never blocks on the
+//! network and never drops a mark.
+
+use crate::journal::{Journal, JournalReader};
+use crate::mark::{self, Mark, MarkKind, Namespace};
+use crossbeam_queue::ArrayQueue;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A mark to add, before it has a journal position.
+pub struct NewMark {
+    pub kind: MarkKind,
+    pub db: String,
+    pub coll: String,
+    pub id: bson::RawDocumentBuf,
+}
+
+enum Mode {
+    /// Every mark since the last catch-up is in memory.
+    Memory,
+    /// Marks at or after this position are only on disk.
+    Spilled { from: u64 },
+}
+
+struct Appender {
+    mode: Mode,
+    buf: Vec<u8>,
+    offsets: Vec<(usize, usize)>,
+}
+
+/// Errors from enqueue. The journal error is the only failure mode.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("journal write failed: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+pub struct MarkQueue {
+    journal: Arc<Journal>,
+    mem: ArrayQueue<Mark>,
+    appender: Mutex<Appender>,
+    namespaces: Mutex<HashMap<(String, String), Arc<Namespace>>>,
+    /// Marks written to disk only (spilled) and not yet paged back in.
+    disk_pending: AtomicU64,
+    /// Marks handed to the worker so far.
+    taken: AtomicU64,
+    /// Position just after the last mark handed to the worker.
+    last_taken_next: AtomicU64,
+    reader: Mutex<Option<JournalReader>>,
+    pub notify: tokio::sync::Notify,
+    appended_ms_hint: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl MarkQueue {
+    /// `start` is the recovery checkpoint; `end` the journal end. Anything
+    /// between them (recovered marks) is read back from disk first.
+    pub fn new(journal: Arc<Journal>, capacity: usize, start: u64, recovered: u64) -> Self {
+        let end = journal.end();
+        let mode = if start < end {
+            Mode::Spilled { from: start }
+        } else {
+            Mode::Memory
+        };
+        Self {
+            reader: Mutex::new(None),
+            mem: ArrayQueue::new(capacity.max(1)),
+            appender: Mutex::new(Appender {
+                mode,
+                buf: Vec::with_capacity(4096),
+                offsets: Vec::new(),
+            }),
+            namespaces: Mutex::new(HashMap::new()),
+            disk_pending: AtomicU64::new(recovered),
+            taken: AtomicU64::new(0),
+            last_taken_next: AtomicU64::new(start),
+            notify: tokio::sync::Notify::new(),
+            appended_ms_hint: AtomicUsize::new(0),
+            journal,
+        }
+    }
+
+    fn intern(&self, db: &str, coll: &str) -> Arc<Namespace> {
+        let mut map = lock(&self.namespaces);
+        if let Some(ns) = map.get(&(db.to_owned(), coll.to_owned())) {
+            return ns.clone();
+        }
+        let ns = Arc::new(Namespace {
+            db: db.to_owned(),
+            coll: coll.to_owned(),
+        });
+        map.insert((db.to_owned(), coll.to_owned()), ns.clone());
+        ns
+    }
+
+    /// Journals the marks with one write, then queues them. Returns the
+    /// journal position just past the last one.
+    pub fn enqueue(&self, marks: Vec<NewMark>) -> Result<u64, EnqueueError> {
+        if marks.is_empty() {
+            return Ok(self.journal.end());
+        }
+        let now = crate::metrics::now_ms();
+        let mut app = lock(&self.appender);
+        let app = &mut *app;
+        app.buf.clear();
+        app.offsets.clear();
+        let mut built = Vec::with_capacity(marks.len());
+        for m in marks {
+            let ns = self.intern(&m.db, &m.coll);
+            let start = app.buf.len();
+            mark::encode(m.kind, now, &ns, &m.id, &mut app.buf);
+            app.offsets.push((start, app.buf.len()));
+            built.push((m.kind, ns, Arc::new(m.id)));
+        }
+        let payloads: Vec<&[u8]> = app.offsets.iter().map(|(s, e)| &app.buf[*s..*e]).collect();
+        let positions = self.journal.append(&payloads)?;
+        for ((kind, ns, id), seq) in built.into_iter().zip(positions) {
+            let m = Mark {
+                seq,
+                enqueued_ms: now,
+                kind,
+                ns,
+                id,
+            };
+            match app.mode {
+                Mode::Memory => {
+                    if self.mem.push(m).is_err() {
+                        app.mode = Mode::Spilled { from: seq };
+                        self.disk_pending.fetch_add(1, Relaxed);
+                    }
+                }
+                Mode::Spilled { .. } => {
+                    self.disk_pending.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        self.appended_ms_hint.store(now as usize, Relaxed);
+        let end = self.journal.end();
+        drop(payloads);
+        self.notify.notify_one();
+        Ok(end)
+    }
+
+    /// Takes up to `max` marks in journal order (memory first, then disk).
+    /// Only one consumer (the dispatcher) may call this.
+    pub fn take(&self, max: usize) -> Vec<Mark> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        while out.len() < max {
+            match self.mem.pop() {
+                Some(m) => out.push(m),
+                None => break,
+            }
+        }
+        if out.len() < max && self.mem.is_empty() {
+            self.page_in(max - out.len(), &mut out);
+        }
+        if let Some(last) = out.last() {
+            self.last_taken_next.store(last.seq + 1, Release);
+            self.taken.fetch_add(out.len() as u64, Relaxed);
+        }
+        out
+    }
+
+    fn page_in(&self, max: usize, out: &mut Vec<Mark>) {
+        let from = match lock(&self.appender).mode {
+            Mode::Memory => return,
+            Mode::Spilled { from } => from,
+        };
+        let mut reader_slot = lock(&self.reader);
+        let reader = reader_slot.get_or_insert_with(|| self.journal.reader(from));
+        let batch = match reader.next_batch(max) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("reading spilled marks from the journal failed: {e}");
+                return;
+            }
+        };
+        let got = batch.len();
+        for (seq, payload) in batch {
+            match mark::decode(&payload) {
+                Ok((kind, enqueued_ms, ns, id)) => {
+                    let ns = self.intern(&ns.db, &ns.coll);
+                    out.push(Mark {
+                        seq,
+                        enqueued_ms,
+                        kind,
+                        ns,
+                        id: Arc::new(id),
+                    });
+                }
+                Err(e) => tracing::error!("skipping undecodable journal record at {seq}: {e}"),
+            }
+        }
+        let _ = self
+            .disk_pending
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(got as u64)));
+        if got < max {
+            // Caught up? Decide under the appender lock so no append slips between.
+            let mut app = lock(&self.appender);
+            if reader.position() >= self.journal.end() {
+                app.mode = Mode::Memory;
+                self.disk_pending.store(0, Relaxed);
+                *reader_slot = None;
+            }
+        }
+    }
+
+    /// Position of the first mark not yet handed to the worker.
+    pub fn frontier(&self) -> u64 {
+        let app = lock(&self.appender);
+        if self.mem.is_empty() && matches!(app.mode, Mode::Memory) {
+            return self.journal.end();
+        }
+        self.last_taken_next.load(Acquire)
+    }
+
+    pub fn memory_len(&self) -> usize {
+        self.mem.len()
+    }
+
+    pub fn disk_len(&self) -> u64 {
+        self.disk_pending.load(Relaxed)
+    }
+
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+}

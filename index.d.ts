@@ -1,0 +1,229 @@
+// Public API of dualsync. Hand-written; the generated native loader types
+// live in native.d.ts and are internal.
+import type { EventEmitter } from 'node:events'
+
+/** Options for createSync(). Each overrides the env var named in its doc. */
+export interface SyncOptions {
+  /** `SYNC_ENABLED` (default false). When false nothing is registered and every call is a no-op. */
+  enabled?: boolean
+  /** `MONGODB_LOCAL_URI`: the local (primary) database the app writes to. Required when enabled. */
+  localUri?: string
+  /** `MONGODB_ATLAS_URI`: the Atlas copy. Required when enabled. */
+  atlasUri?: string
+  /** Database name marks default to (default: the local URI's path, else "test"). */
+  localDb?: string
+  /** Atlas database receiving `localDb` (default: the Atlas URI's path, else localDb). */
+  atlasDb?: string
+  /** `SYNC_QUEUE_MAX_SIZE` (10000): marks kept in memory; the rest wait in the journal on disk. */
+  queueMaxSize?: number
+  /** `SYNC_WORKER_INTERVAL` ms (100): longest a write waits for its batch to fill; 0 = send at once. */
+  workerInterval?: number
+  /** `SYNC_MAX_RETRIES` (5): attempts for a document Atlas refuses before it goes to dead letters. */
+  maxRetries?: number
+  /** `SYNC_PERSIST_QUEUE` (true): journal marks to disk so they survive crashes. */
+  persistQueue?: boolean
+  /** `SYNC_BATCH_SIZE` (100): documents per Atlas write command. */
+  batchSize?: number
+  /** `SYNC_EXCLUDED_COLLECTIONS` (comma list): collections never synced. */
+  excludedCollections?: string[] | string
+  /** `SYNC_DATA_DIR` (./.dualsync; `/instance-N` appended under PM2 cluster mode). */
+  dataDir?: string
+  /** `SYNC_FSYNC_INTERVAL_MS` (1000): journal fsync period; bounds what a power loss can take. 0 = fsync every enqueue. */
+  fsyncIntervalMs?: number
+  /** `SYNC_CONCURRENCY` (4): batches in flight at once (each document always in the same lane). */
+  concurrency?: number
+  /** `SYNC_LOG_LEVEL` (info): debug | info | warn | error. */
+  logLevel?: 'debug' | 'info' | 'warn' | 'error'
+  /** Any object with debug/info/warn/error (console, pino, winston). Default: console. */
+  logger?: Logger
+  /** `SYNC_ADMIN_TOKEN`: bearer token for the admin router. */
+  adminToken?: string
+  /** `SYNC_FULL_SYNC_CRON`: cron expression for scheduled full syncs (e.g. "0 3 * * *"). */
+  fullSyncCron?: string
+  /** `SYNC_FULL_SYNC_ON_START` (false): run a full sync once at start-up. */
+  fullSyncOnStart?: boolean
+  /** `SYNC_QUERY_MARK_CAP` (10000): above this many matched documents a query write marks its whole collection for reconcile. */
+  queryMarkCap?: number
+  /** `SYNC_CONNECT_TIMEOUT_MS` (10000): server selection / connect timeout for both sides. */
+  connectTimeoutMs?: number
+  /** `SYNC_BACKOFF_MIN_MS` (100) and `SYNC_BACKOFF_MAX_MS` (30000): retry backoff bounds. */
+  backoffMinMs?: number
+  backoffMaxMs?: number
+  /** `SYNC_SHUTDOWN_DRAIN_MS` (5000): default drain time of close(). */
+  shutdownDrainMs?: number
+  /** Health thresholds: `SYNC_HEALTH_MAX_BACKLOG` (1000), `SYNC_HEALTH_MAX_FAILURE_RATE` (0.05), `SYNC_HEALTH_MAX_LAG_MS` (60000), `SYNC_HEALTH_MAX_DEAD_LETTERS` (0), `SYNC_HEALTH_ATLAS_DOWN_MS` (300000). */
+  healthMaxBacklog?: number
+  healthMaxFailureRate?: number
+  healthMaxLagMs?: number
+  healthMaxDeadLetters?: number
+  healthAtlasDownMs?: number
+}
+
+export interface Logger {
+  debug?(message: string): void
+  info?(message: string): void
+  warn?(message: string): void
+  error?(message: string): void
+}
+
+/** A write made outside Mongoose: which document changed. */
+export interface SyncOp {
+  collection: string
+  /** The document's _id: ObjectId, string, number, bigint/Long, Date, or any BSON-encodable value. */
+  id?: unknown
+  /** Database (default: the local URI's database). */
+  db?: string
+  /** 'collection' = reconcile the whole collection instead of one document. */
+  kind?: 'document' | 'collection'
+}
+
+export interface Percentiles { count: number; p50: number; p95: number; p99: number; max: number; sum: number }
+
+export interface Metrics {
+  enabled: boolean
+  state: 'running' | 'paused' | 'closed' | 'disabled'
+  enqueued: number
+  coalesced: number
+  applied: { upserts: number; deletes: number; total: number }
+  batches: number
+  retries: number
+  failures: { transient: number; permanent: number; batches: number }
+  /** Documents moved to dead letters since start. */
+  deadLettered: number
+  /** Dead letters currently stored. */
+  deadLetters: number
+  invalidOps: number
+  /** Successful batches / all batch attempts (0..1). */
+  successRate: number
+  throughput: { appliedPerSec: number }
+  applyLatencyMs: Percentiles
+  /** End-to-end lag: enqueue → acknowledged by Atlas. */
+  lagMs: Percentiles
+  atlas: { connected: boolean; since: string | null; lastSuccessAt: string | null; lastError: string | null }
+  collections: Record<string, { enqueued: number; upserts: number; deletes: number; failures: number }>
+  uptimeMs: number
+  backlog: { total: number; memory: number; disk: number; inFlight: number }
+  oldestPendingAgeMs: number | null
+  journal: { persist: boolean; bytes: number; segments: number; corruptRecords: number; recovered: number; checkpoint: number; end: number }
+  /** Failures inside capture hooks (counted, logged, never thrown into the app). */
+  hookErrors: number
+  fullSync: JobSnapshot | null
+}
+
+export interface Health {
+  status: 'healthy' | 'degraded' | 'unhealthy' | 'disabled'
+  reasons: string[]
+  checkedAt: string
+}
+
+export interface Alert { from: Health['status']; to: Health['status']; reasons: string[]; at: string }
+
+export interface DeadLetter {
+  db: string
+  collection: string
+  /** Canonical extended JSON of the _id. */
+  id: unknown
+  code: number | null
+  message: string
+  attempts: number
+  firstFailedAt: string
+  lastFailedAt: string
+}
+
+export interface DeadLetterFilter { collection?: string; code?: number }
+
+export interface CollectionReport {
+  collection: string
+  localCount: number
+  atlasCount: number
+  missingOnAtlas: number
+  extraOnAtlas: number
+  different: number
+  samplesMissing: unknown[]
+  samplesExtra: unknown[]
+  samplesDifferent: unknown[]
+  cancelled: boolean
+}
+
+export interface JobSnapshot {
+  id: string
+  kind: 'verify' | 'fullSync'
+  state: 'running' | 'done' | 'cancelled' | 'failed'
+  startedAt: string
+  finishedAt: string | null
+  collectionsTotal: number
+  collectionsDone: number
+  currentCollection: string | null
+  docsScanned: number
+  docsEstimated: number
+  ratePerSec: number
+  etaMs: number | null
+  differences: number
+  repairsQueued: number
+  error: string | null
+  reports: CollectionReport[]
+}
+
+export interface Job {
+  readonly id: string
+  snapshot(): JobSnapshot
+  cancel(): void
+  /** Resolves with the final snapshot. */
+  readonly done: Promise<JobSnapshot>
+}
+
+export interface FullSyncOptions {
+  /** Collections to scan (default: every local collection except system.*, excluded and dualsync's own). */
+  collections?: string[]
+  /** Report only; repair nothing. */
+  dryRun?: boolean
+}
+
+export interface RouterOptions {
+  /** Bearer token (default: SYNC_ADMIN_TOKEN). */
+  token?: string
+  /** The app's own auth middleware instead of a token. */
+  auth?: (req: unknown, res: unknown, next: (err?: unknown) => void) => void
+  /** Also serve GET /health/public (status only) without auth. */
+  publicHealth?: boolean
+  /** The app's express module, if it cannot be resolved from the app directory. */
+  express?: unknown
+}
+
+export interface Sync extends EventEmitter {
+  readonly enabled: boolean
+  /** Mongoose plugin: `mongoose.plugin(sync.plugin)` before models are compiled. */
+  readonly plugin: (schema: unknown, options?: unknown) => void
+  /** Marks documents written outside Mongoose. Synchronous; returns how many ops were accepted. Throws TypeError on bad input (valid ops in the same array are still accepted). */
+  enqueue(op: SyncOp | SyncOp[]): number
+  metrics(): Metrics
+  health(): Health
+  /** True once every op enqueued before the call is applied on Atlas (or dead-lettered); false on timeout (default 30 s). */
+  flush(opts?: { timeoutMs?: number }): Promise<boolean>
+  /** Drains up to drainTimeoutMs (default SYNC_SHUTDOWN_DRAIN_MS), then stops; the rest stays in the journal. Resolves whether all was drained. */
+  close(opts?: { drainTimeoutMs?: number }): Promise<boolean>
+  pause(): void
+  resume(): void
+  deadLetters(filter?: DeadLetterFilter): DeadLetter[]
+  /** Re-queues matching dead letters; returns how many. */
+  retryDeadLetters(filter?: DeadLetterFilter): number
+  /** Starts (or returns the running) full sync: verify + repair through the normal queue. */
+  fullSync(opts?: FullSyncOptions): Job
+  /** Starts (or returns the running) verification job: a report, no repair. */
+  verify(opts?: Omit<FullSyncOptions, 'dryRun'>): Job
+  /** A job by id (the running or the last finished ones). */
+  job(id: string): Job | undefined
+  /** Express router with the admin API and dashboard. */
+  router(opts?: RouterOptions): unknown
+  /** Opt-in SIGINT/SIGTERM handler: close (drain) then exit. Returns a function that removes it. */
+  handleSignals(opts?: { signals?: string[]; drainTimeoutMs?: number; exit?: boolean }): () => void
+  on(event: 'alert', listener: (alert: Alert) => void): this
+  on(event: 'close', listener: (info: { drained: boolean }) => void): this
+}
+
+export class ConfigError extends Error {
+  code: 'ERR_SYNC_CONFIG'
+}
+
+/** Creates the sync engine from env vars and options (a no-op Sync when disabled). */
+export function createSync(options?: SyncOptions): Promise<Sync>

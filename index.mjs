@@ -1,0 +1,4 @@
+import cjs from './index.js'
+
+export const { createSync, ConfigError } = cjs
+export default cjs

@@ -1,0 +1,150 @@
+//! JS ⇄ core type conversion for the binding.
+
+use dualsync_core::deadletter::DeadLetterFilter;
+use dualsync_core::mark::{id_doc, MarkKind};
+use dualsync_core::queue::NewMark;
+use dualsync_core::EngineConfig;
+use napi::bindgen_prelude::{Buffer, Either3};
+use napi_derive::napi;
+use std::time::Duration;
+
+/// Engine options, already validated and defaulted by lib/config.js.
+#[napi(object)]
+pub struct NativeConfig {
+    pub local_uri: String,
+    pub atlas_uri: String,
+    pub local_db: String,
+    pub atlas_db: String,
+    pub data_dir: String,
+    pub persist_queue: bool,
+    pub fsync_interval_ms: u32,
+    pub queue_max_size: u32,
+    pub batch_size: u32,
+    pub worker_interval_ms: u32,
+    pub concurrency: u32,
+    pub max_retries: u32,
+    pub excluded_collections: Vec<String>,
+    pub backoff_min_ms: u32,
+    pub backoff_max_ms: u32,
+    pub connect_timeout_ms: u32,
+    pub log_level: String,
+    pub segment_bytes: Option<u32>,
+}
+
+/// One mark as the JS layer encodes it: `k` says how to read `v`.
+/// 0 ObjectId (24-hex string), 1 string, 2 int32, 3 double, 4 int64
+/// (decimal string), 5 BSON document `{_id: …}` (Buffer), 6 Date (ms),
+/// 9 whole collection.
+#[napi(object)]
+pub struct NativeMark {
+    pub c: String,
+    pub d: String,
+    pub k: u32,
+    pub v: Option<Either3<String, f64, Buffer>>,
+}
+
+#[napi(object)]
+pub struct NativeRetryFilter {
+    pub collection: Option<String>,
+    pub code: Option<i32>,
+}
+
+pub fn dead_letter_filter(f: Option<NativeRetryFilter>) -> DeadLetterFilter {
+    match f {
+        Some(f) => DeadLetterFilter {
+            collection: f.collection,
+            code: f.code,
+        },
+        None => DeadLetterFilter::default(),
+    }
+}
+
+pub fn config_from_js(c: NativeConfig) -> Result<EngineConfig, String> {
+    let mut cfg = EngineConfig::new(&c.local_uri, &c.atlas_uri, c.data_dir.into());
+    cfg.local_db = c.local_db;
+    cfg.atlas_db = c.atlas_db;
+    cfg.persist_queue = c.persist_queue;
+    cfg.fsync_interval = Duration::from_millis(c.fsync_interval_ms.into());
+    cfg.queue_max_size = c.queue_max_size.max(1) as usize;
+    cfg.batch_size = c.batch_size.max(1) as usize;
+    cfg.worker_interval = Duration::from_millis(c.worker_interval_ms.into());
+    cfg.concurrency = c.concurrency.clamp(1, 64) as usize;
+    cfg.max_retries = c.max_retries;
+    cfg.excluded_collections = c.excluded_collections;
+    cfg.backoff_min = Duration::from_millis(c.backoff_min_ms.max(1).into());
+    cfg.backoff_max = Duration::from_millis(c.backoff_max_ms.max(c.backoff_min_ms).into());
+    cfg.connect_timeout = Duration::from_millis(c.connect_timeout_ms.max(100).into());
+    cfg.log_level = dualsync_core::logging::parse_level(&c.log_level).ok_or_else(|| {
+        format!(
+            "logLevel {:?} is not one of debug, info, warn, error",
+            c.log_level
+        )
+    })?;
+    if let Some(s) = c.segment_bytes {
+        cfg.segment_bytes = u64::from(s).max(4096);
+    }
+    Ok(cfg)
+}
+
+fn id_from_js(k: u32, v: Option<Either3<String, f64, Buffer>>) -> Result<bson::Bson, String> {
+    use bson::Bson;
+    use Either3::*;
+    match (k, v) {
+        (0, Some(A(hex))) => bson::oid::ObjectId::parse_str(&hex)
+            .map(Bson::ObjectId)
+            .map_err(|_| format!("id {hex:?} is not a 24-character hex ObjectId")),
+        (1, Some(A(s))) => Ok(Bson::String(s)),
+        (2, Some(B(n))) if n.fract() == 0.0 && n >= i32::MIN as f64 && n <= i32::MAX as f64 => {
+            Ok(Bson::Int32(n as i32))
+        }
+        (3, Some(B(n))) => Ok(Bson::Double(n)),
+        (6, Some(B(ms))) if ms.is_finite() => {
+            Ok(Bson::DateTime(bson::DateTime::from_millis(ms as i64)))
+        }
+        (4, Some(A(s))) => s
+            .parse::<i64>()
+            .map(Bson::Int64)
+            .map_err(|_| format!("id {s:?} is not a 64-bit integer")),
+        (5, Some(C(buf))) => {
+            let raw = bson::RawDocumentBuf::from_bytes(buf.to_vec())
+                .map_err(|e| format!("id BSON is invalid: {e}"))?;
+            let v = dualsync_core::mark::id_value(&raw).ok_or("id BSON has no valid _id field")?;
+            Ok(v)
+        }
+        (k, _) => Err(format!("id does not match its kind {k}")),
+    }
+}
+
+/// Converts and validates marks; the error names the offending index.
+pub fn marks_from_js(marks: Vec<NativeMark>) -> Result<Vec<NewMark>, String> {
+    let mut out = Vec::with_capacity(marks.len());
+    for (i, m) in marks.into_iter().enumerate() {
+        let at = |e: String| format!("op {i} ({}): {e}", m_desc(&m.c));
+        if m.k == 9 {
+            out.push(NewMark {
+                kind: MarkKind::Collection,
+                db: m.d,
+                coll: m.c,
+                id: bson::RawDocumentBuf::new(),
+            });
+            continue;
+        }
+        let value = id_from_js(m.k, m.v).map_err(at)?;
+        let id = id_doc(value).map_err(|e| at(e.to_string()))?;
+        out.push(NewMark {
+            kind: MarkKind::Document,
+            db: m.d,
+            coll: m.c,
+            id,
+        });
+    }
+    Ok(out)
+}
+
+fn m_desc(c: &str) -> String {
+    if c.is_empty() {
+        "no collection".into()
+    } else {
+        format!("collection {c:?}")
+    }
+}
