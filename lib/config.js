@@ -55,7 +55,7 @@ const FIELDS = {
 }
 
 function fail (source, raw, type) {
-  const shown = type.kind === 'uri' ? redactUri(String(raw)) : JSON.stringify(raw)
+  const shown = JSON.stringify(type.kind === 'uri' ? redactUri(String(raw)) : raw)
   return new ConfigError(`Invalid ${source}=${shown}: expected ${type.expected}`)
 }
 

@@ -8,7 +8,7 @@
  */
 function redactUri (uri) {
   if (typeof uri !== 'string') return uri
-  return uri.replace(/(mongodb(?:\+srv)?:\/\/)([^@/?]+)@/g, '$1***:***@')
+  return uri.replace(/([a-z][a-z0-9+.-]*:\/\/)([^@/?\s]+)@/gi, '$1***:***@')
 }
 
 /**

@@ -1,0 +1,100 @@
+// Configuration from env vars: defaults, overrides, and a clear error for
+// each invalid value naming the variable, the value and the expected form.
+import { describe, it, expect } from 'vitest'
+import { createRequire } from 'node:module'
+import path from 'node:path'
+
+const require = createRequire(import.meta.url)
+const { loadConfig, FIELDS } = require('../lib/config.js')
+const { createSync } = require('../index.js')
+
+const base = { SYNC_ENABLED: 'true', MONGODB_LOCAL_URI: 'mongodb://127.0.0.1:27017/bomba', MONGODB_ATLAS_URI: 'mongodb+srv://bomba-user:Pa55word@cluster0.x.mongodb.net/bomba?retryWrites=true&w=majority' }
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const c = loadConfig({}, base)
+    expect(c).toMatchObject({
+      enabled: true, queueMaxSize: 10000, workerInterval: 100, maxRetries: 5, persistQueue: true,
+      batchSize: 100, excludedCollections: [], fsyncIntervalMs: 1000, localDb: 'bomba', atlasDb: 'bomba'
+    })
+    expect(c.dataDir).toBe(path.resolve('.dualsync'))
+  })
+
+  it('reads every variable and lets options win', () => {
+    const env = { ...base, SYNC_QUEUE_MAX_SIZE: '50', SYNC_WORKER_INTERVAL: '0', SYNC_MAX_RETRIES: '2', SYNC_PERSIST_QUEUE: 'false', SYNC_BATCH_SIZE: '7', SYNC_EXCLUDED_COLLECTIONS: 'bills, orders ,sessions', SYNC_DATA_DIR: '/var/lib/x' }
+    const c = loadConfig({ batchSize: 9 }, env)
+    expect(c).toMatchObject({ queueMaxSize: 50, workerInterval: 0, maxRetries: 2, persistQueue: false, batchSize: 9, excludedCollections: ['bills', 'orders', 'sessions'], dataDir: '/var/lib/x' })
+  })
+
+  it('gives each PM2 cluster instance its own data dir', () => {
+    const c = loadConfig({}, { ...base, SYNC_DATA_DIR: '/d', NODE_APP_INSTANCE: '3' })
+    expect(c.dataDir).toBe('/d/instance-3')
+  })
+
+  const bad = [
+    ['SYNC_ENABLED', 'maybe', /SYNC_ENABLED="maybe": expected true or false/],
+    ['SYNC_QUEUE_MAX_SIZE', 'lots', /SYNC_QUEUE_MAX_SIZE="lots": expected an integer from 1/],
+    ['SYNC_QUEUE_MAX_SIZE', '0', /SYNC_QUEUE_MAX_SIZE="0"/],
+    ['SYNC_WORKER_INTERVAL', '-5', /SYNC_WORKER_INTERVAL="-5": expected an integer from 0/],
+    ['SYNC_MAX_RETRIES', '1.5', /SYNC_MAX_RETRIES="1.5"/],
+    ['SYNC_PERSIST_QUEUE', 'yesplease', /SYNC_PERSIST_QUEUE="yesplease"/],
+    ['SYNC_BATCH_SIZE', '', null],
+    ['SYNC_BATCH_SIZE', 'abc', /SYNC_BATCH_SIZE="abc": expected an integer from 1 to 100000/],
+    ['SYNC_EXCLUDED_COLLECTIONS', 'a,$b', /SYNC_EXCLUDED_COLLECTIONS/],
+    ['MONGODB_LOCAL_URI', 'localhost:27017', /MONGODB_LOCAL_URI="localhost:27017": expected a mongodb:\/\//],
+    ['MONGODB_ATLAS_URI', 'http://user:pw@x', /MONGODB_ATLAS_URI=/],
+    ['SYNC_LOG_LEVEL', 'loud', /SYNC_LOG_LEVEL="loud": expected one of debug, info, warn, error/],
+    ['SYNC_FSYNC_INTERVAL_MS', 'x', /SYNC_FSYNC_INTERVAL_MS/]
+  ]
+  it.each(bad)('%s=%j fails clearly', (name, value, pattern) => {
+    const env = { ...base, [name]: value }
+    if (pattern === null) {
+      expect(() => loadConfig({}, env)).not.toThrow() // empty = unset = default
+      return
+    }
+    expect(() => loadConfig({}, env)).toThrow(pattern)
+  })
+
+  it('never echoes an invalid URI with its password', () => {
+    try {
+      loadConfig({}, { ...base, MONGODB_ATLAS_URI: 'http://bomba:TopSecret@x' })
+      throw new Error('should have thrown')
+    } catch (e) {
+      expect(e.message).toMatch(/MONGODB_ATLAS_URI/)
+      expect(e.message).not.toContain('TopSecret')
+    }
+  })
+
+  it('requires the Atlas URI only when enabled', () => {
+    expect(() => loadConfig({}, { ...base, MONGODB_ATLAS_URI: '' })).toThrow(/MONGODB_ATLAS_URI is required/)
+    expect(loadConfig({}, { SYNC_ENABLED: 'false' }).enabled).toBe(false)
+  })
+
+  it('rejects unknown options', () => {
+    expect(() => loadConfig({ batchsize: 5 }, base)).toThrow(/Unknown option batchsize/)
+  })
+
+  it('documents a default for every field', () => {
+    for (const [key, [envName]] of Object.entries(FIELDS)) {
+      expect(envName, key).toMatch(/^(SYNC_|MONGODB_)/)
+    }
+  })
+})
+
+describe('SYNC_ENABLED=false', () => {
+  it('registers no hook, logs the line operators look for, and every call is a no-op', async () => {
+    const lines = []
+    const logger = { info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m), debug: () => {} }
+    const sync = await createSync({ enabled: false, logger })
+    expect(lines).toContain('Sync disabled by configuration')
+    const mongoose = require('mongoose')
+    const schema = new mongoose.Schema({ a: Number })
+    const hooksBefore = schema.s.hooks._pres.size + schema.s.hooks._posts.size
+    schema.plugin(sync.plugin)
+    expect(schema.s.hooks._pres.size + schema.s.hooks._posts.size).toBe(hooksBefore)
+    expect(sync.enqueue({ collection: 'x', id: 1 })).toBe(0)
+    expect(sync.metrics()).toEqual({ enabled: false, state: 'disabled' })
+    expect(await sync.flush()).toBe(true)
+    expect(await sync.close()).toBe(true)
+  })
+})
