@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// Longest one batch may take before it is abandoned and resent.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Identity of a document: namespace + `{_id}` bytes.
 #[derive(Clone)]
 pub struct DocKey {
@@ -428,7 +431,15 @@ impl Worker {
             .collect();
         loop {
             let started = Instant::now();
-            match self.applier.apply(&docs).await {
+            // A black-holed connection can stall a command indefinitely; the
+            // writes are idempotent, so giving up and resending is safe.
+            let attempt = tokio::time::timeout(BATCH_TIMEOUT, self.applier.apply(&docs)).await;
+            let attempt = attempt.unwrap_or_else(|_| {
+                Err(crate::apply::TransientFailure {
+                    message: format!("batch timed out after {} s", BATCH_TIMEOUT.as_secs()),
+                })
+            });
+            match attempt {
                 Ok(outcomes) => {
                     backoff.reset();
                     self.metrics.batches.fetch_add(1, Relaxed);
