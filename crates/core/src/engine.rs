@@ -96,9 +96,15 @@ impl Engine {
         let dead =
             Arc::new(DeadLetterStore::open(dead_path).map_err(|e| EngineError::Io(e.to_string()))?);
         let journal = Arc::new(journal);
+        // SYNC_QUEUE_MAX_SIZE bounds all marks in memory: the lanes get up to
+        // half of it (enough for a few batches each), the queue the rest.
+        let lanes = cfg.concurrency.max(1);
+        let half = (cfg.queue_max_size / 2).max(1);
+        let inflight_cap = (cfg.batch_size * lanes * 4).clamp(1, half);
+        let queue_cap = cfg.queue_max_size.saturating_sub(inflight_cap).max(1);
         let queue = Arc::new(MarkQueue::new(
             journal,
-            cfg.queue_max_size,
+            queue_cap,
             recovery.start,
             recovery.records,
         ));
@@ -131,6 +137,7 @@ impl Engine {
                 backoff_min: cfg.backoff_min,
                 backoff_max: cfg.backoff_max,
                 fsync_interval: cfg.fsync_interval,
+                inflight_cap,
             },
             cfg.concurrency,
             recovery.start,
@@ -186,7 +193,7 @@ impl Engine {
         let mut local_done = false;
         let mut atlas_done = false;
         let mut delay = Duration::from_millis(200);
-        while !(local_done && atlas_done) && !engine.worker.shutdown.load(Acquire) {
+        while !(engine.worker.shutdown.load(Acquire) || local_done && atlas_done) {
             if !local_done {
                 match ping(engine.local.clone()).await {
                     Ok(()) => {
@@ -264,13 +271,30 @@ impl Engine {
     /// Waits until everything enqueued before the call is applied (or
     /// dead-lettered). False on timeout.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let target = self.queue.journal().end();
-        let mut rx = self.worker.done_before.subscribe();
         self.worker.urgent.fetch_add(1, SeqCst);
         self.worker.wake_all();
-        let res = tokio::time::timeout(timeout, rx.wait_for(|done| *done >= target)).await;
+        let res = tokio::time::timeout(timeout, self.flush_inner()).await;
         self.worker.urgent.fetch_sub(1, SeqCst);
-        matches!(res, Ok(Ok(_)))
+        res.is_ok()
+    }
+
+    async fn flush_inner(&self) {
+        let mut rx = self.worker.done_before.subscribe();
+        loop {
+            let target = self.queue.journal().end();
+            let scans_before = self.worker.scans_completed.load(SeqCst);
+            let _ = rx.wait_for(|done| *done >= target).await;
+            // A collection scan that finished meanwhile journaled repair
+            // marks after `target`: they belong to this flush too.
+            if self.worker.active_scans.load(SeqCst) == 0
+                && self.worker.scans_completed.load(SeqCst) == scans_before
+            {
+                return;
+            }
+            if self.worker.active_scans.load(SeqCst) > 0 {
+                let _ = rx.changed().await;
+            }
+        }
     }
 
     pub fn pause(&self) {

@@ -71,13 +71,14 @@ pub struct WorkerSettings {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub fsync_interval: Duration,
+    /// Documents the lanes may hold at once (part of the memory budget).
+    pub inflight_cap: usize,
 }
 
-/// Called for a collection mark: returns the ids to sync (runs a scan).
+/// Called for a collection mark: reconciles the collection by enqueueing a
+/// (journaled) mark for every document that differs; returns how many.
 pub type CollectionScanner = Arc<
-    dyn Fn(
-            Arc<Namespace>,
-        ) -> futures_util::future::BoxFuture<'static, Result<Vec<RawDocumentBuf>, String>>
+    dyn Fn(Arc<Namespace>) -> futures_util::future::BoxFuture<'static, Result<u64, String>>
         + Send
         + Sync,
 >;
@@ -100,6 +101,10 @@ pub struct Worker {
     pub done_before: tokio::sync::watch::Sender<u64>,
     pub dispatcher_wake: tokio::sync::Notify,
     pub scanner: Mutex<Option<CollectionScanner>>,
+    /// Collection scans running, and finished so far (flush re-checks when
+    /// a scan finished while it waited, since its repairs are new marks).
+    pub active_scans: AtomicUsize,
+    pub scans_completed: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,6 +144,8 @@ impl Worker {
             done_before: tokio::sync::watch::channel(start).0,
             dispatcher_wake: tokio::sync::Notify::new(),
             scanner: Mutex::new(None),
+            active_scans: AtomicUsize::new(0),
+            scans_completed: AtomicUsize::new(0),
         })
     }
 
@@ -221,7 +228,7 @@ impl Worker {
 
     /// Dispatcher: queue → lanes, checkpoint, journal housekeeping.
     pub async fn run_dispatcher(self: Arc<Self>) {
-        let cap = (self.settings.batch_size * self.lanes.len() * 4).max(1024);
+        let cap = self.settings.inflight_cap.max(1);
         let mut last_ack = Instant::now();
         let mut last_sync = Instant::now();
         let mut acked = 0u64;
@@ -293,8 +300,9 @@ impl Worker {
                 self.route(DocKey { ns: m.ns, id: m.id }, m.seq, m.enqueued_ms);
             }
             MarkKind::Collection => {
-                // Held until the scan has routed every document it found.
+                // Held until the scan has journaled a mark for every difference.
                 self.hold(m.seq, 1);
+                self.active_scans.fetch_add(1, SeqCst);
                 let scanner = lock(&self.scanner).clone();
                 let me = self.clone();
                 tokio::spawn(async move { me.scan_collection(scanner, m).await });
@@ -303,41 +311,37 @@ impl Worker {
     }
 
     async fn scan_collection(self: Arc<Self>, scanner: Option<CollectionScanner>, m: Mark) {
-        let Some(scanner) = scanner else {
-            tracing::error!(
-                "collection mark for {} ignored: no reconciler configured",
-                m.ns
-            );
-            self.release(&[m.seq]);
-            return;
-        };
         let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         loop {
+            let Some(scanner) = scanner.as_ref() else {
+                tracing::error!(
+                    "collection mark for {} ignored: no reconciler configured",
+                    m.ns
+                );
+                break;
+            };
             match scanner(m.ns.clone()).await {
-                Ok(ids) => {
-                    for id in ids {
-                        self.hold(m.seq, 1);
-                        self.route(
-                            DocKey {
-                                ns: m.ns.clone(),
-                                id: Arc::new(id),
-                            },
-                            m.seq,
-                            m.enqueued_ms,
-                        );
-                    }
-                    self.release(&[m.seq]);
-                    return;
+                Ok(repairs) => {
+                    tracing::info!(
+                        "reconciled {}: {repairs} document(s) queued for repair",
+                        m.ns
+                    );
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!("reconciling {} failed, will retry: {e}", m.ns);
                     if self.shutdown.load(Acquire) {
+                        // Not released: the mark stays in the journal for the next start.
+                        self.active_scans.fetch_sub(1, SeqCst);
                         return;
                     }
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
+        self.scans_completed.fetch_add(1, SeqCst);
+        self.active_scans.fetch_sub(1, SeqCst);
+        self.release(&[m.seq]);
     }
 
     /// Picks the next batch of a lane, or None with how long to wait.
