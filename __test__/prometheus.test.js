@@ -324,6 +324,8 @@ describe('against a real engine', () => {
     const ins = await a.insertMany(Array.from({ length: 30 }, (_, i) => ({ i })))
     const ids = Object.values(ins.insertedIds)
     sync.enqueue(ids.map((id) => ({ collection: 'alpha', id })))
+    // Drained first, so the five below are deletes and nothing else (a re-read after the delete would be one too).
+    expect(await sync.flush({ timeoutMs: 30_000 })).toBe(true)
     await a.deleteMany({ i: { $lt: 5 } })
     sync.enqueue(ids.slice(0, 5).map((id) => ({ collection: 'alpha', id })))
     await atlas.db(dbName).collection('beta').createIndex({ k: 1 }, { unique: true })
