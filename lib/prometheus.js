@@ -211,9 +211,13 @@ function registerWithPromClient (sync, register, opts = {}) {
   // The family list is fixed at registration; a running sync has them all.
   const names = families({ enabled: true, state: 'running' }, opts).map((f) => [f.name, f])
   const registered = []
+  const OPENMETRICS = 'application/openmetrics-text'
   for (const [name, proto] of names) {
+    // prom-client's OpenMetrics mode drops `_total` from counter family names and adds it back per sample.
+    const familyName = () => (proto.type === 'counter' && String(register.contentType || '').startsWith(OPENMETRICS)
+      ? name.replace(/_total$/, '')
+      : name)
     const metric = {
-      name,
       help: proto.help,
       type: proto.type,
       aggregator: 'sum',
@@ -221,8 +225,7 @@ function registerWithPromClient (sync, register, opts = {}) {
       async get () {
         const f = current().get(name)
         return {
-          // `this.name`: prom-client's OpenMetrics mode strips `_total` from counter names.
-          name: this.name,
+          name: familyName(),
           help: proto.help,
           type: proto.type,
           aggregator: 'sum',
@@ -232,6 +235,8 @@ function registerWithPromClient (sync, register, opts = {}) {
         }
       }
     }
+    // The registry renames counters in place in OpenMetrics mode; ours must survive a switch back.
+    Object.defineProperty(metric, 'name', { enumerable: true, get: familyName, set () {} })
     register.registerMetric(metric)
     registered.push(name)
   }
