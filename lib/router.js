@@ -24,7 +24,6 @@ function loadExpress () {
   try {
     resolved = require.resolve('express', { paths: [process.cwd()] })
   } catch { /* the app has no express of its own next to its cwd */ }
-  // eslint-disable-next-line import/no-dynamic-require
   return require(resolved || 'express')
 }
 
