@@ -4,6 +4,7 @@ const { EventEmitter } = require('node:events')
 const { encodeOp } = require('./ids')
 const { scrub } = require('./redact')
 const { evaluateHealth } = require('./health')
+const { JobRunner, validateCron } = require('./jobs')
 
 let native = null
 function loadNative () {
@@ -47,6 +48,7 @@ class Sync extends EventEmitter {
   async _start () {
     const { NativeEngine } = loadNative()
     const c = this.config
+    if (c.fullSyncCron) validateCron(c.fullSyncCron)
     // napi hands the (level, message) tuple over as one array argument.
     const log = (first, second) => {
       const [level, message] = Array.isArray(first) ? first : [first, second]
@@ -75,7 +77,10 @@ class Sync extends EventEmitter {
     } catch (e) {
       throw wrapNativeError(e, this._secrets)
     }
+    this._jobs = new JobRunner(() => this._native(), this.logger)
     this.logger.info('✓ Sync system initialized')
+    if (c.fullSyncCron) this._jobs.schedule(c.fullSyncCron)
+    if (c.fullSyncOnStart) this._jobs.start({})
   }
 
   _native () {
@@ -180,6 +185,36 @@ class Sync extends EventEmitter {
     return require('./shutdown').handleSignals(this, opts)
   }
 
+  /**
+   * Starts a full sync (verify + repair through the queue), or returns the running job.
+   * @param {{collections?: string[], dryRun?: boolean}} [opts]
+   * @returns {import('./jobs').Job}
+   */
+  fullSync (opts = {}) {
+    return this._jobs.start({ collections: opts.collections, dryRun: Boolean(opts.dryRun) })
+  }
+
+  /**
+   * Starts a verification (report only), or returns the running job.
+   * @param {{collections?: string[]}} [opts]
+   */
+  verify (opts = {}) {
+    return this._jobs.start({ collections: opts.collections, dryRun: true })
+  }
+
+  /** @param {string} id @returns {import('./jobs').Job|undefined} */
+  job (id) {
+    return this._jobs ? this._jobs.get(id) : undefined
+  }
+
+  /**
+   * The admin Express router (see docs/HTTP_API.md).
+   * @param {object} [opts]
+   */
+  router (opts) {
+    return require('./router').createRouter(this, opts)
+  }
+
   /** Stops draining; marks keep being journaled. */
   pause () { this._native().pause() }
   /** Continues draining. */
@@ -226,6 +261,10 @@ class DisabledSync extends EventEmitter {
   handleSignals () { return () => {} }
   deadLetters () { return [] }
   retryDeadLetters () { return 0 }
+  fullSync () { throw new Error('sync is disabled (SYNC_ENABLED=false): no full sync to run') }
+  verify () { throw new Error('sync is disabled (SYNC_ENABLED=false): nothing to verify') }
+  job () { return undefined }
+  router (opts) { return require('./router').createRouter(this, opts) }
 }
 
 module.exports = { Sync, DisabledSync }
