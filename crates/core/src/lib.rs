@@ -12,6 +12,7 @@ pub mod logging;
 pub mod mark;
 pub mod metrics;
 pub mod queue;
+pub mod reconcile;
 pub mod worker;
 
 pub use config::EngineConfig;

@@ -1,0 +1,18 @@
+//! Reconciler: compares local and Atlas collection by collection (`verify`)
+//! and, in a full sync, asks the normal queue to repair every difference so
+//! Atlas only ever has one writer (the drain worker).
+
+pub mod job;
+mod number;
+pub mod order;
+pub mod scan;
+pub mod verify;
+
+pub use job::{spawn_job, Job, JobOptions, JobProgress, JobSnapshot, RepairFn};
+pub use order::compare_values;
+pub use scan::{
+    merge_scan, CollectionReport, Diff, Lookup, ScanContext, ScanError, ScanProgress, Side,
+};
+pub use verify::{
+    estimated_count, list_sync_collections, scan_collection, ScanOptions, OWN_PREFIX,
+};
