@@ -44,6 +44,7 @@ pub struct Engine {
     handle: tokio::runtime::Handle,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     pub recovered: u64,
+    pub jobs: crate::jobs::JobRegistry,
 }
 
 impl Engine {
@@ -167,7 +168,11 @@ impl Engine {
             handle: handle.clone(),
             tasks: Mutex::new(Vec::new()),
             recovered: recovery.records,
+            jobs: Default::default(),
         });
+        if let Ok(mut slot) = worker.scanner.lock() {
+            *slot = Some(crate::jobs::collection_scanner(&engine));
+        }
         let mut tasks = vec![handle.spawn(worker.clone().run_dispatcher())];
         for lane in 0..engine.cfg.concurrency.max(1) {
             tasks.push(handle.spawn(worker.clone().run_lane(lane)));
@@ -365,6 +370,13 @@ impl Engine {
                 .into(),
         );
         m.insert("deadLetters".into(), (self.dead.len() as u64).into());
+        m.insert(
+            "fullSync".into(),
+            self.jobs
+                .running()
+                .and_then(|j| serde_json::to_value(j.snapshot()).ok())
+                .unwrap_or(Value::Null),
+        );
         m.insert(
             "journal".into(),
             json!({

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod config;
 pub mod deadletter;
 pub mod engine;
+pub mod jobs;
 pub mod journal;
 pub mod logging;
 pub mod mark;

@@ -1,0 +1,185 @@
+//! Engine glue for the reconciler: full-sync / verify jobs (one at a time)
+//! and the collection scans behind collection marks. Every repair becomes a
+//! journaled mark, so Atlas keeps a single writer: the drain worker.
+
+use crate::engine::{Engine, EngineError};
+use crate::mark::{MarkKind, Namespace};
+use crate::queue::{MarkQueue, NewMark};
+use crate::reconcile::{
+    scan_collection, spawn_job, Diff, Job, JobOptions, RepairFn, ScanOptions, ScanProgress,
+};
+use crate::worker::CollectionScanner;
+use bson::RawDocumentBuf;
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Jobs known to the engine: the running one and a few finished ones.
+#[derive(Default)]
+pub struct JobRegistry {
+    jobs: Mutex<VecDeque<Arc<Job>>>,
+}
+
+const KEEP_FINISHED: usize = 20;
+/// Repairs are journaled in chunks of this many marks (one write each).
+const REPAIR_CHUNK: usize = 500;
+
+impl JobRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Job>>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn running(&self) -> Option<Arc<Job>> {
+        self.lock().iter().find(|j| !j.is_finished()).cloned()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+        self.lock().iter().find(|j| j.id() == id).cloned()
+    }
+
+    fn add(&self, job: Arc<Job>) {
+        let mut jobs = self.lock();
+        jobs.push_back(job);
+        while jobs.len() > KEEP_FINISHED {
+            match jobs.iter().position(|j| j.is_finished()) {
+                Some(i) => {
+                    jobs.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+fn repair_mark(ns: &Namespace, id: &RawDocumentBuf) -> NewMark {
+    NewMark {
+        kind: MarkKind::Document,
+        db: ns.db.clone(),
+        coll: ns.coll.clone(),
+        id: id.clone(),
+    }
+}
+
+impl Engine {
+    /// Starts a verify (`dry_run`) or full-sync job, or returns the running one.
+    pub fn start_job(
+        &self,
+        collections: Option<Vec<String>>,
+        dry_run: bool,
+    ) -> Result<Arc<Job>, EngineError> {
+        if let Some(job) = self.jobs.running() {
+            return Ok(job);
+        }
+        let local = self.local.clone();
+        let atlas = self.atlas.clone();
+        let clients = self.handle().block_on(async move {
+            tokio::time::timeout(Duration::from_secs(15), async {
+                Ok::<_, String>((local.get().await?.clone(), atlas.get().await?.clone()))
+            })
+            .await
+            .map_err(|_| "timed out creating the MongoDB clients".to_string())?
+        });
+        let (local, atlas) = clients.map_err(EngineError::Invalid)?;
+        let local_db = local.database(&self.cfg.local_db);
+        let atlas_db = atlas.database(&self.cfg.atlas_db);
+        let queue = self.queue.clone();
+        let db = self.cfg.local_db.clone();
+        let repair: RepairFn = Arc::new(move |coll: &str, id: &RawDocumentBuf| {
+            let ns = Namespace {
+                db: db.clone(),
+                coll: coll.to_owned(),
+            };
+            if let Err(e) = queue.enqueue(vec![repair_mark(&ns, id)]) {
+                tracing::error!("queueing a repair of {ns} failed: {e}");
+            }
+        });
+        let opts = JobOptions {
+            collections,
+            dry_run,
+            batch_size: 1000,
+            sample_limit: 20,
+        };
+        let job = spawn_job(
+            self.handle(),
+            local_db,
+            atlas_db,
+            self.cfg.excluded_collections.clone(),
+            opts,
+            repair,
+        );
+        self.jobs.add(job.clone());
+        Ok(job)
+    }
+
+    pub fn job(&self, id: &str) -> Option<Arc<Job>> {
+        self.jobs.get(id)
+    }
+}
+
+/// The scanner the worker runs for a collection mark: compare the whole
+/// collection and journal a mark for every difference.
+pub fn collection_scanner(engine: &Engine) -> CollectionScanner {
+    let local = engine.local.clone();
+    let atlas = engine.atlas.clone();
+    let queue: Arc<MarkQueue> = engine.queue.clone();
+    let cfg = engine.cfg.clone();
+    Arc::new(move |ns: Arc<Namespace>| {
+        let local = local.clone();
+        let atlas = atlas.clone();
+        let queue = queue.clone();
+        let atlas_db = cfg.atlas_db_for(&ns.db);
+        Box::pin(async move {
+            let l = local
+                .get()
+                .await?
+                .database(&ns.db)
+                .collection::<RawDocumentBuf>(&ns.coll);
+            let a = atlas
+                .get()
+                .await?
+                .database(&atlas_db)
+                .collection::<RawDocumentBuf>(&ns.coll);
+            let progress = ScanProgress::default();
+            let cancel = AtomicBool::new(false);
+            let mut pending: Vec<NewMark> = Vec::new();
+            let mut queued = 0u64;
+            let mut failed: Option<String> = None;
+            let report = scan_collection(
+                &l,
+                &a,
+                &ScanOptions::default(),
+                &progress,
+                &cancel,
+                |_: Diff, id| {
+                    pending.push(repair_mark(&ns, id));
+                    if pending.len() >= REPAIR_CHUNK {
+                        let n = pending.len() as u64;
+                        match queue.enqueue(std::mem::take(&mut pending)) {
+                            Ok(_) => queued += n,
+                            Err(e) => {
+                                failed.get_or_insert(e.to_string());
+                                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                },
+            )
+            .await
+            .map_err(|e| format!("scanning {ns} failed: {e}"))?;
+            if let Some(e) = failed {
+                return Err(format!("journaling repairs of {ns} failed: {e}"));
+            }
+            let n = pending.len() as u64;
+            queue
+                .enqueue(pending)
+                .map_err(|e| format!("journaling repairs of {ns} failed: {e}"))?;
+            tracing::debug!(
+                "{ns}: {} scanned, {} different",
+                report.local_count,
+                report.different
+            );
+            Ok(queued + n)
+        })
+    })
+}
