@@ -44,6 +44,12 @@ pub struct NativeMark {
 }
 
 #[napi(object)]
+pub struct NativeJobOptions {
+    pub collections: Option<Vec<String>>,
+    pub dry_run: Option<bool>,
+}
+
+#[napi(object)]
 pub struct NativeRetryFilter {
     pub collection: Option<String>,
     pub code: Option<i32>,

@@ -36,6 +36,10 @@ impl LogSink for JsLogSink {
     }
 }
 
+fn unknown_job(id: &str) -> Error {
+    Error::new(Status::InvalidArg, format!("no job with id {id:?}"))
+}
+
 fn to_napi(e: EngineError) -> Error {
     match e {
         EngineError::Invalid(m) => Error::new(Status::InvalidArg, m),
@@ -142,6 +146,40 @@ impl NativeEngine {
     pub fn resume(&self) -> Result<()> {
         self.engine()?.resume();
         Ok(())
+    }
+
+    /// Starts a verify (`dryRun`) or full-sync job, or returns the running
+    /// one's id. Blocks only if the MongoDB clients are not created yet.
+    #[napi]
+    pub fn start_job(&self, opts: convert::NativeJobOptions) -> Result<String> {
+        let job = self
+            .engine()?
+            .start_job(opts.collections, opts.dry_run.unwrap_or(false))
+            .map_err(to_napi)?;
+        Ok(job.id().to_owned())
+    }
+
+    #[napi]
+    pub fn job_snapshot(&self, id: String) -> Result<serde_json::Value> {
+        let job = self.engine()?.job(&id).ok_or_else(|| unknown_job(&id))?;
+        serde_json::to_value(job.snapshot()).map_err(|e| Error::from_reason(e.to_string()))
+    }
+
+    #[napi]
+    pub fn cancel_job(&self, id: String) -> Result<()> {
+        self.engine()?
+            .job(&id)
+            .ok_or_else(|| unknown_job(&id))?
+            .cancel();
+        Ok(())
+    }
+
+    /// Resolves with the final snapshot once the job ends.
+    #[napi]
+    pub async fn wait_job(&self, id: String) -> Result<serde_json::Value> {
+        let job = self.engine()?.job(&id).ok_or_else(|| unknown_job(&id))?;
+        let snap = job.wait().await;
+        serde_json::to_value(snap).map_err(|e| Error::from_reason(e.to_string()))
     }
 
     #[napi]
