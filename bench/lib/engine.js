@@ -1,0 +1,50 @@
+'use strict'
+// Opening the product's sync engine for a scenario: own data dir, quiet logs, bench defaults.
+
+const fs = require('node:fs')
+const path = require('node:path')
+const { ROOT } = require('./env')
+
+const TMP = path.join(ROOT, 'bench', 'results', 'tmp')
+
+/** A fresh directory under bench/results/tmp (git-ignored; on the same disk as a real app's). */
+function tempDir (label) {
+  fs.mkdirSync(TMP, { recursive: true })
+  return fs.mkdtempSync(path.join(TMP, `${label}-`))
+}
+
+/**
+ * Opens a Sync engine between the pair's servers.
+ * @param {{local: {uri: string}, atlas: {uri: string}}} pair
+ * @param {object} [opts] createSync options that override the bench defaults
+ * @returns {Promise<import('../../index').Sync>}
+ */
+async function openSync (pair, opts = {}) {
+  const { createSync } = require(path.join(ROOT, 'index.js'))
+  return createSync({
+    enabled: true,
+    localUri: `${pair.local.uri}/bench`,
+    atlasUri: `${pair.atlas.uri}/bench`,
+    dataDir: opts.dataDir || tempDir('journal'),
+    logLevel: 'warn',
+    ...opts
+  })
+}
+
+/** Polls `fn` until it returns truthy or the deadline passes; returns the last value. */
+async function waitFor (fn, { timeoutMs = 60000, everyMs = 20 } = {}) {
+  const until = Date.now() + timeoutMs
+  let v = await fn()
+  while (!v && Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, everyMs))
+    v = await fn()
+  }
+  return v
+}
+
+/** Removes a directory made by tempDir. */
+function removeDir (dir) {
+  fs.rmSync(dir, { recursive: true, force: true })
+}
+
+module.exports = { openSync, tempDir, removeDir, waitFor, TMP }

@@ -1,0 +1,44 @@
+'use strict'
+// What the numbers were measured on: machine, runtime, code version, server.
+
+const os = require('node:os')
+const { execFileSync } = require('node:child_process')
+const path = require('node:path')
+
+const ROOT = path.resolve(__dirname, '..', '..')
+
+function git (args) {
+  try {
+    return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+  } catch {
+    return null
+  }
+}
+
+/** @returns {object} a description of the machine and code the run used */
+function environment () {
+  const cpus = os.cpus()
+  let mongoose = null
+  let driver = null
+  try { mongoose = require('mongoose/package.json').version } catch { /* not installed */ }
+  try { driver = require('mongodb/package.json').version } catch { /* not installed */ }
+  const testbed = require(path.join(ROOT, 'scripts', 'testbed.js'))
+  return {
+    date: new Date().toISOString(),
+    machine: {
+      platform: `${os.platform()} ${os.release()}`,
+      arch: os.arch(),
+      cpu: cpus.length ? cpus[0].model : 'unknown',
+      cores: cpus.length,
+      memoryGiB: Math.round(os.totalmem() / 2 ** 30)
+    },
+    node: process.version,
+    mongoose,
+    mongodbDriver: driver,
+    server: testbed.useMongod() ? 'mongod' : `FerretDB ${testbed.FERRETDB_VERSION} (SQLite backend), loopback`,
+    commit: git(['rev-parse', '--short', 'HEAD']),
+    dirty: Boolean(git(['status', '--porcelain', '--untracked-files=no']))
+  }
+}
+
+module.exports = { environment, ROOT }

@@ -1,0 +1,133 @@
+'use strict'
+// Test-bed servers for the bench: a fresh local + "Atlas" pair per scenario, driver clients,
+// and the FerretDB `_id` index repair (see fixIdIndex).
+
+const fs = require('node:fs')
+const path = require('node:path')
+const { execFileSync } = require('node:child_process')
+const { MongoClient } = require('mongodb')
+const testbed = require('../../scripts/testbed.js')
+
+let indexFix = process.env.BENCH_NO_ID_INDEX_FIX !== '1'
+let sqliteCli = null
+
+/** Turns the FerretDB `_id` index repair on or off (run.js `--no-index-fix`). */
+function setIndexFix (on) { indexFix = Boolean(on) }
+
+function findSqlite () {
+  if (sqliteCli !== null) return sqliteCli
+  sqliteCli = false
+  for (const p of ['/usr/bin/sqlite3', '/usr/local/bin/sqlite3']) {
+    if (fs.existsSync(p)) { sqliteCli = p; break }
+  }
+  return sqliteCli
+}
+
+/** True when collections get the extra SQLite index (FerretDB, sqlite3 CLI present, not disabled). */
+function indexFixActive () {
+  return indexFix && !testbed.useMongod() && Boolean(findSqlite())
+}
+
+/**
+ * FerretDB v1.24's SQLite backend indexes `_id` as `_ferretdb_sjson->"_id"` but its UPDATE and
+ * DELETE statements filter on `_ferretdb_sjson->'$._id'`, an expression SQLite does not match to
+ * that index: every write by `_id` parses every row of the table (profiled: ~3.5 µs per stored
+ * document per write). That would make every number below a measure of table size. Adding an
+ * index on the exact expression the statements use makes writes by `_id` point writes, as on
+ * MongoDB. It is invisible to FerretDB (listIndexes does not show it) and changes no data.
+ * The collection must exist. No-op on mongod or when disabled.
+ * @param {{dataDir: string}} server
+ * @param {string} db
+ * @param {string} coll
+ */
+function fixIdIndex (server, db, coll) {
+  if (!indexFixActive()) return false
+  const file = path.join(server.dataDir, `${db}.sqlite`)
+  const q = (sql) => execFileSync(findSqlite(), ['-cmd', '.timeout 10000', file, sql], { encoding: 'utf8' }).trim()
+  const safe = coll.replace(/'/g, "''")
+  const table = q(`SELECT table_name FROM _ferretdb_collections WHERE name = '${safe}'`)
+  if (!table) throw new Error(`fixIdIndex: no FerretDB table for ${db}.${coll} in ${file}`)
+  q(`CREATE INDEX IF NOT EXISTS "${table}_bench_id_expr" ON "${table}" (_ferretdb_sjson->'$._id')`)
+  return true
+}
+
+/**
+ * Creates (if needed) a collection on a server and applies fixIdIndex to it.
+ * @param {{uri: string, dataDir: string}} server
+ * @param {MongoClient} client a client connected to that server
+ */
+async function prepareCollection (server, client, db, coll) {
+  try {
+    await client.db(db).createCollection(coll)
+  } catch (e) {
+    if (e.codeName !== 'NamespaceExists' && e.code !== 48) throw e
+  }
+  fixIdIndex(server, db, coll)
+}
+
+/** Drops a collection (absent is fine), recreates it and repairs its `_id` index. */
+async function resetCollection (server, client, db, coll) {
+  await client.db(db).collection(coll).drop().catch((e) => {
+    if (e.codeName !== 'NamespaceNotFound' && e.code !== 26) throw e
+  })
+  await prepareCollection(server, client, db, coll)
+}
+
+/** @returns {Promise<MongoClient>} a connected driver client */
+async function connect (uri, opts = {}) {
+  const c = new MongoClient(uri, { serverSelectionTimeoutMS: 10000, ...opts })
+  await c.connect()
+  return c
+}
+
+let serverDisk = process.env.BENCH_SERVER_DISK === '1'
+/** Server data on disk instead of tmpfs (run.js `--server-disk`). */
+function setServerDisk (on) { serverDisk = Boolean(on) }
+
+/**
+ * Where server data dirs go. tmpfs by default: FerretDB/SQLite (WAL, synchronous=FULL) fsyncs
+ * every write statement, which caps any pipeline at ~900 writes/s on this machine's disk and
+ * would make the drain numbers a measure of fsync latency. MongoDB/Atlas group-commits its
+ * journal instead. The product's own journal always stays on disk (bench/results/tmp).
+ */
+function serverBase () {
+  if (serverDisk || testbed.useMongod()) return null
+  try {
+    fs.accessSync('/dev/shm', fs.constants.W_OK)
+    return '/dev/shm'
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Starts a fresh local + "Atlas" pair; pair.stop() stops both and removes their data.
+ * @returns {Promise<{local: object, atlas: object, stop(): Promise<void>, dataOn: string}>}
+ */
+async function startPair () {
+  const base = serverBase()
+  const dirs = base ? ['local', 'atlas'].map((n) => fs.mkdtempSync(path.join(base, `dualsync-bench-${process.pid}-${n}-`))) : [undefined, undefined]
+  const started = await Promise.allSettled([
+    testbed.startServer({ name: 'local', dataDir: dirs[0] }),
+    testbed.startServer({ name: 'atlas', dataDir: dirs[1] })
+  ])
+  const removeDirs = () => { for (const d of dirs) if (d) fs.rmSync(d, { recursive: true, force: true }) }
+  const bad = started.find((r) => r.status === 'rejected')
+  if (bad) {
+    await Promise.all(started.filter((r) => r.status === 'fulfilled').map((r) => r.value.destroy()))
+    removeDirs()
+    throw bad.reason
+  }
+  const [local, atlas] = started.map((r) => r.value)
+  return {
+    local,
+    atlas,
+    dataOn: base ? `tmpfs (${base})` : 'disk',
+    stop: async () => {
+      await Promise.all([local.destroy(), atlas.destroy()])
+      removeDirs()
+    }
+  }
+}
+
+module.exports = { startPair, setServerDisk, serverBase, connect, fixIdIndex, prepareCollection, resetCollection, setIndexFix, indexFixActive }

@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+'use strict'
+/**
+ * dualsync benchmarks: `npm run bench` = `node bench/run.js [--smoke] [--only a,b] [--no-index-fix] [--server-disk]`.
+ *
+ * Each scenario runs in its own Node process (fresh heap, RSS and native engine) against its
+ * own fresh local + "Atlas" server pair, measures its baseline in the same run on the same
+ * servers, and writes bench/results/<scenario>.json (--smoke: bench/results/smoke/). Then the
+ * results table in docs/PERFORMANCE.md (full runs only) and the chart summary.png are rebuilt
+ * from every result file present. The bench reports; it never fails on a missed goal (exit
+ * code 1 only when a scenario could not run).
+ */
+
+const path = require('node:path')
+const { fork } = require('node:child_process')
+const { environment } = require('./lib/env')
+const { resultsDir, writeResult, readResults } = require('./lib/results')
+
+const SCENARIOS = ['capture', 'enqueue', 'drain', 'lag', 'memory', 'verify']
+
+function parseArgs (argv) {
+  const o = { smoke: false, only: null, child: null, indexFix: true, serverDisk: false }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    if (a === '--smoke') o.smoke = true
+    else if (a === '--no-index-fix') o.indexFix = false
+    else if (a === '--server-disk') o.serverDisk = true
+    else if (a === '--only') o.only = String(argv[++i] || '').split(',').map((s) => s.trim()).filter(Boolean)
+    else if (a.startsWith('--only=')) o.only = a.slice(7).split(',').map((s) => s.trim()).filter(Boolean)
+    else if (a === '--child') o.child = argv[++i]
+    else if (a === '-h' || a === '--help') o.help = true
+    else throw new Error(`unknown argument ${a}; usage: node bench/run.js [--smoke] [--only ${SCENARIOS.join(',')}] [--no-index-fix] [--server-disk]`)
+  }
+  if (o.only) {
+    const bad = o.only.filter((n) => !SCENARIOS.includes(n))
+    if (bad.length) throw new Error(`--only: unknown scenario(s) ${bad.join(', ')}; known: ${SCENARIOS.join(', ')}`)
+  }
+  return o
+}
+
+function log (msg) {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
+}
+
+/** Child process: runs one scenario end to end and writes its result file. */
+async function runChild (name, opts) {
+  const servers = require('./lib/servers')
+  servers.setIndexFix(opts.indexFix)
+  servers.setServerDisk(opts.serverDisk)
+  const scenario = require(path.join(__dirname, 'scenarios', `${name}.js`))
+  const started = Date.now()
+  const pair = await servers.startPair()
+  const slog = (m) => log(`${name}: ${m}`)
+  let out
+  try {
+    out = await scenario.run({ smoke: opts.smoke, pair, log: slog })
+  } finally {
+    await pair.stop().catch((e) => slog(`stopping servers failed: ${e.message}`))
+  }
+  const data = {
+    scenario: name,
+    runId: process.env.BENCH_RUN_ID || null,
+    title: scenario.title,
+    goal: scenario.goal,
+    smoke: opts.smoke,
+    env: { ...environment(), idIndexFix: servers.indexFixActive(), serverData: pair.dataOn },
+    durationSec: Math.round((Date.now() - started) / 1000),
+    ...out
+  }
+  const file = writeResult(resultsDir(opts.smoke), name, data)
+  slog(`wrote ${path.relative(process.cwd(), file)} (${data.durationSec} s)`)
+  for (const g of data.goals || []) {
+    const mark = g.pass === null || g.pass === undefined ? 'N/A ' : g.pass ? 'PASS' : 'MISS'
+    slog(`  ${mark}  ${g.label}: ${g.actual} (goal ${g.target})`)
+  }
+}
+
+/** Parent: one child process per scenario, then docs + chart. */
+async function runAll (opts) {
+  const names = opts.only || SCENARIOS
+  const started = Date.now()
+  const runId = `${started}-${process.pid}`
+  const failed = []
+  for (const name of names) {
+    log(`── ${name}${opts.smoke ? ' (smoke)' : ''}`)
+    const args = ['--child', name]
+    if (opts.smoke) args.push('--smoke')
+    if (!opts.indexFix) args.push('--no-index-fix')
+    if (opts.serverDisk) args.push('--server-disk')
+    const code = await new Promise((resolve) => {
+      const child = fork(__filename, args, {
+        stdio: 'inherit',
+        execArgv: ['--expose-gc', '--max-old-space-size=4096'],
+        env: { ...process.env, BENCH_RUN_ID: runId }
+      })
+      child.on('exit', (c, sig) => resolve(sig ? 128 : c))
+    })
+    if (code !== 0) {
+      log(`${name} FAILED (exit ${code})`)
+      failed.push(name)
+    }
+  }
+  const dir = resultsDir(opts.smoke)
+  const results = readResults(dir, SCENARIOS)
+  const { renderMarkdown, updatePerformanceDoc } = require('./lib/report')
+  const md = renderMarkdown(results, { smoke: opts.smoke })
+  if (opts.smoke) {
+    require('node:fs').mkdirSync(dir, { recursive: true })
+    require('node:fs').writeFileSync(path.join(dir, 'RESULTS.md'), md)
+    log(`smoke: table in ${path.relative(process.cwd(), path.join(dir, 'RESULTS.md'))} (docs/PERFORMANCE.md keeps the full run's numbers)`)
+  } else {
+    updatePerformanceDoc(md)
+    log('updated docs/PERFORMANCE.md')
+  }
+  try {
+    const { renderChart } = require('./lib/chart')
+    const png = await renderChart(results, path.join(dir, 'summary.png'), { smoke: opts.smoke })
+    log(`chart: ${path.relative(process.cwd(), png)}`)
+  } catch (e) {
+    log(`chart not rendered: ${e.message}`)
+  }
+  log(`done in ${Math.round((Date.now() - started) / 1000)} s${failed.length ? `; failed: ${failed.join(', ')}` : ''}`)
+  return failed.length ? 1 : 0
+}
+
+if (require.main === module) {
+  let opts
+  try {
+    opts = parseArgs(process.argv.slice(2))
+  } catch (e) {
+    process.stderr.write(`${e.message}\n`)
+    process.exit(2)
+  }
+  if (opts.help) {
+    process.stdout.write(`usage: node bench/run.js [--smoke] [--only ${SCENARIOS.join(',')}] [--no-index-fix] [--server-disk]\n`)
+    process.exit(0)
+  }
+  const main = opts.child ? runChild(opts.child, opts).then(() => 0) : runAll(opts)
+  main.then(
+    (code) => process.exit(code),
+    (e) => {
+      process.stderr.write(`[bench] ${e && e.stack ? e.stack : e}\n`)
+      process.exit(1)
+    }
+  )
+}
+
+module.exports = { SCENARIOS, parseArgs }

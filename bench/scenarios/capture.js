@@ -1,0 +1,203 @@
+'use strict'
+// capture: what the Mongoose plugin + engine add to the app's own writes.
+//
+// One process, two Mongoose instances on the same local server: "on" has the dualsync plugin
+// (engine running, draining to Atlas), "off" has nothing. A third mode, "journal", is the
+// plugin with the drain paused: the pure capture cost (hooks + native enqueue + journal
+// write) without the drain competing for the same 2 cores and local server. Rounds rotate
+// the modes so drift (server caches, table growth, thermal) hits all of them alike; each
+// round starts with the engine's backlog flushed (untimed) and a GC, so one mode's leftovers
+// never land in another's timings.
+
+const { Mongoose } = require('mongoose')
+const { ObjectId } = require('mongodb')
+const { connect, prepareCollection } = require('../lib/servers')
+const { openSync } = require('../lib/engine')
+const { makeDoc, schemaDefinition, seed } = require('../lib/docs')
+const { summarize, round, nowNs } = require('../lib/stats')
+
+const MODES = ['off', 'on', 'journal']
+const KINDS = ['create', 'save', 'updateOne(_id)', 'updateOne(key)', 'updateMany(10)']
+const ID_PATHS = ['create', 'save', 'updateOne(_id)']
+const GOAL = 1.03
+
+function params (smoke) {
+  return smoke
+    ? { seedDocs: 300, rounds: 3, perRound: { create: 30, save: 30, 'updateOne(_id)': 30, 'updateOne(key)': 10, 'updateMany(10)': 6 } }
+    : { seedDocs: 500, rounds: 12, perRound: { create: 100, save: 100, 'updateOne(_id)': 100, 'updateOne(key)': 30, 'updateMany(10)': 20 } }
+}
+
+async function run ({ smoke, pair, log }) {
+  const p = params(smoke)
+  const client = await connect(pair.local.uri)
+  const db = client.db('bench')
+  const names = { on: 'cap_on', off: 'cap_off' }
+  for (const coll of Object.values(names)) {
+    await prepareCollection(pair.local, client, 'bench', coll)
+    await seed(db.collection(coll), p.seedDocs)
+  }
+  // The Atlas side gets the same index repair, or the drain would slow as the copy grows.
+  const atlasClient = await connect(pair.atlas.uri)
+  await prepareCollection(pair.atlas, atlasClient, 'bench', names.on)
+
+  const sync = await openSync(pair)
+  const mOn = new Mongoose()
+  mOn.plugin(sync.plugin)
+  const mOff = new Mongoose()
+  const models = {}
+  for (const [mode, m] of [['on', mOn], ['off', mOff]]) {
+    await m.connect(`${pair.local.uri}/bench`)
+    models[mode] = m.model(`Cap_${mode}`, new m.Schema(schemaDefinition()), names[mode])
+  }
+  models.journal = models.on
+
+  const samples = {}
+  for (const mode of MODES) {
+    samples[mode] = {}
+    for (const k of KINDS) samples[mode][k] = []
+  }
+  // The `_id`-only find the plugin adds before a non-`_id`-filter write, timed alone (driver).
+  const findSamples = { 'find _id by key': [], 'find _id by group': [] }
+  let seq = 1e6
+  const groups = Math.floor(p.seedDocs / 10)
+
+  async function timed (list, fn) {
+    const t0 = nowNs()
+    await fn()
+    list.push((nowNs() - t0) / 1e6)
+  }
+
+  async function roundFor (mode, keep) {
+    const Model = models[mode]
+    const coll = db.collection(names[mode === 'off' ? 'off' : 'on'])
+    const s = keep ? samples[mode] : { create: [], save: [], 'updateOne(_id)': [], 'updateOne(key)': [], 'updateMany(10)': [] }
+    const created = []
+    for (let i = 0; i < p.perRound.create; i++) {
+      const { _id, ...fields } = makeDoc(seq++)
+      await timed(s.create, async () => { created.push((await Model.create(fields))._id) })
+    }
+    // save of an existing document: loaded untimed, modified, saved timed
+    for (let i = 0; i < p.perRound.save; i++) {
+      const doc = await Model.findById(created[i % created.length])
+      doc.amount = Math.random() * 1000
+      doc.tags.push('saved')
+      await timed(s.save, () => doc.save())
+    }
+    for (let i = 0; i < p.perRound['updateOne(_id)']; i++) {
+      const id = created[i % created.length]
+      await timed(s['updateOne(_id)'], () => Model.updateOne({ _id: id }, { $inc: { count: 1 } }))
+    }
+    for (let i = 0; i < p.perRound['updateOne(key)']; i++) {
+      const key = `k${Math.floor(Math.random() * p.seedDocs)}`
+      await timed(s['updateOne(key)'], () => Model.updateOne({ key }, { $set: { amount: Math.random() } }))
+      if (keep && mode === 'off') {
+        await timed(findSamples['find _id by key'], () => coll.find({ key }, { projection: { _id: 1 } }).toArray())
+      }
+    }
+    for (let i = 0; i < p.perRound['updateMany(10)']; i++) {
+      const group = Math.floor(Math.random() * groups)
+      await timed(s['updateMany(10)'], () => Model.updateMany({ group }, { $inc: { count: 1 } }))
+      if (keep && mode === 'off') {
+        await timed(findSamples['find _id by group'], () => coll.find({ group }, { projection: { _id: 1 } }).toArray())
+      }
+    }
+    // Keep the table size constant across rounds (driver writes: not captured, not timed).
+    // Mongoose 9 carries its own bson major: hand the driver its own ObjectId type.
+    for (const id of created) await coll.deleteOne({ _id: new ObjectId(id.toHexString()) })
+  }
+
+  async function prepareMode (mode) {
+    sync.resume()
+    const drained = await sync.flush({ timeoutMs: 120000 })
+    if (!drained) throw new Error('capture: the engine did not drain between rounds within 120 s')
+    if (mode !== 'on') sync.pause()
+    if (global.gc) global.gc()
+  }
+
+  log(`warm-up (${MODES.join(', ')})`)
+  for (const mode of MODES) {
+    await prepareMode(mode)
+    await roundFor(mode, false)
+  }
+  for (let r = 0; r < p.rounds; r++) {
+    // rotate the order: off,on,journal / on,journal,off / journal,off,on ...
+    const order = MODES.map((_, i) => MODES[(i + r) % MODES.length])
+    for (const mode of order) {
+      await prepareMode(mode)
+      await roundFor(mode, true)
+    }
+    log(`round ${r + 1}/${p.rounds} done`)
+  }
+  sync.resume()
+  const drained = await sync.flush({ timeoutMs: 120000 })
+  const m = sync.metrics()
+
+  const stats = {}
+  for (const mode of MODES) {
+    stats[mode] = {}
+    for (const k of KINDS) stats[mode][k] = summarize(samples[mode][k])
+  }
+  const findStats = {}
+  for (const [k, v] of Object.entries(findSamples)) findStats[k] = summarize(v)
+
+  const rows = KINDS.map((k) => {
+    const off = stats.off[k]
+    const on = stats.on[k]
+    const j = stats.journal[k]
+    return {
+      op: k,
+      n: on.n,
+      offMedianMs: round(off.median),
+      onMedianMs: round(on.median),
+      journalMedianMs: round(j.median),
+      offP99Ms: round(off.p99),
+      onP99Ms: round(on.p99),
+      medianRatio: round(on.median / off.median),
+      p99Ratio: round(on.p99 / off.p99),
+      journalOnlyMedianRatio: round(j.median / off.median)
+    }
+  })
+  const goals = rows.map((r) => ({
+    label: `${r.op}: median ON/OFF`,
+    target: `≤ ${GOAL}×`,
+    actual: `${r.medianRatio}×`,
+    pass: r.medianRatio <= GOAL,
+    note: ID_PATHS.includes(r.op) ? undefined : 'non-_id filter: includes the extra _id find on local (see notes)'
+  }))
+
+  await Promise.all([mOn.disconnect(), mOff.disconnect()])
+  await sync.close({ drainTimeoutMs: 10000 })
+  await client.close()
+  await atlasClient.close()
+
+  return {
+    params: { ...p, modes: MODES, engine: 'defaults (batchSize 100, concurrency 4, workerInterval 100 ms, persistQueue true)' },
+    numbers: {
+      latencyMs: stats,
+      extraFindMs: findStats,
+      engine: { enqueued: m.enqueued, applied: m.applied.total, hookErrors: m.hookErrors, drainedAtEnd: drained }
+    },
+    goals,
+    table: {
+      columns: ['op', 'OFF median ms', 'ON median ms', 'ON/OFF median', 'OFF p99 ms', 'ON p99 ms', 'ON/OFF p99', 'drain paused: ON/OFF median'],
+      rows: rows.map((r) => [r.op, r.offMedianMs, r.onMedianMs, `${r.medianRatio}×`, r.offP99Ms, r.onP99Ms, `${r.p99Ratio}×`, `${r.journalOnlyMedianRatio}×`])
+    },
+    chart: {
+      title: 'capture: median latency, sync ON ÷ OFF (lower is better)',
+      unit: '×',
+      refLine: { value: GOAL, label: `goal ${GOAL}×` },
+      groups: [{ label: 'ON/OFF', bars: rows.map((r) => ({ label: r.op, value: r.medianRatio })) }]
+    },
+    notes: [
+      `Extra _id-only find the plugin runs on local before a non-_id-filter write (durable intent), timed alone with the driver: by key median ${round(findStats['find _id by key'].median)} ms, by group median ${round(findStats['find _id by group'].median)} ms.`,
+      `Engine after the run: ${m.enqueued} marks enqueued, ${m.applied.total} documents applied on Atlas, ${m.hookErrors} hook errors, drained: ${drained}.`
+    ]
+  }
+}
+
+module.exports = {
+  name: 'capture',
+  title: 'Capture overhead on Mongoose writes',
+  goal: `sync ON / OFF median latency ≤ ${GOAL}× (create, save, updateOne by _id); non-_id filters reported separately`,
+  run
+}
