@@ -14,8 +14,25 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test"
+step "cargo test (with a test-bed server pair for the reconciler's server tests)"
+pairlog=$(mktemp)
+node scripts/testbed.js start >"$pairlog" 2>&1 &
+pairpid=$!
+trap 'kill "$pairpid" 2>/dev/null || true; wait "$pairpid" 2>/dev/null || true; rm -f "$pairlog"' EXIT
+for _ in $(seq 1 600); do
+  grep -q '^MONGODB_ATLAS_URI=' "$pairlog" && break
+  kill -0 "$pairpid" 2>/dev/null || { cat "$pairlog"; echo "test bed failed to start" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q '^MONGODB_ATLAS_URI=' "$pairlog" || { cat "$pairlog"; echo "test bed did not come up" >&2; exit 1; }
+DUALSYNC_TEST_LOCAL_URI="$(sed -n 's/^MONGODB_LOCAL_URI=//p' "$pairlog")/"
+DUALSYNC_TEST_ATLAS_URI="$(sed -n 's/^MONGODB_ATLAS_URI=//p' "$pairlog")/"
+export DUALSYNC_TEST_LOCAL_URI DUALSYNC_TEST_ATLAS_URI
 cargo test --workspace
+kill "$pairpid" 2>/dev/null || true
+wait "$pairpid" 2>/dev/null || true
+trap - EXIT
+rm -f "$pairlog"
 
 step "npm run build (napi release addon)"
 npm run build
