@@ -362,6 +362,12 @@ describe.skipIf(!HAS_JOBS)('full sync and verify jobs (Express 5)', () => {
     expect(started.status).toBe(202)
     expect(started.body.jobId).toBe(started.body.job.id)
     expect(started.body.job.kind).toBe('verify')
+    // One job at a time: let this one end before the next test starts a full sync.
+    const final = await until('the verify job to end', async () => {
+      const j = (await call(base(), 'get', `/admin/full/${started.body.jobId}`)).body.job
+      return j.state !== 'running' && j
+    })
+    expect(final.state).toBe('done')
   })
 
   it('starts one full sync at a time, reports progress and repairs Atlas', async () => {
@@ -406,6 +412,22 @@ describe.skipIf(!HAS_JOBS)('full sync and verify jobs (Express 5)', () => {
       return j.state !== 'running' && j
     })
     expect(final.state).toBe('cancelled')
+  })
+})
+
+describe.skipIf(!HAS_JOBS)('full sync of everything (Express 5)', () => {
+  it('POST /full with an empty body scans every collection and converges the database', async () => {
+    await local.db(dbName).collection('late').insertMany([{ z: 1 }, { z: 2 }])
+    const res = await call(apps.express5, 'post', '/admin/full', { body: {} })
+    expect(res.status, res.text).toBe(202)
+    const done = await until('the full sync to finish', async () => {
+      const j = (await call(apps.express5, 'get', `/admin/full/${res.body.jobId}`)).body.job
+      return j.state !== 'running' && j
+    }, 120_000)
+    expect(done.state).toBe('done')
+    expect(done.reports.map((r) => r.collection)).toContain('late')
+    expect(await sync.flush({ timeoutMs: 60_000 })).toBe(true)
+    assertConverged(await compareDatabases(local, atlas, dbName))
   })
 })
 

@@ -117,9 +117,8 @@ function createRouter (sync, options = {}) {
     Promise.resolve().then(() => fn(req, res, next)).catch(next)
   }
   const need = (name) => {
-    if (typeof sync[name] === 'function') return
     if (sync.enabled === false) throw new HttpError(409, `sync is disabled (SYNC_ENABLED=false): ${name} is unavailable`)
-    throw new HttpError(501, `this dualsync version has no ${name}()`)
+    if (typeof sync[name] !== 'function') throw new HttpError(501, `this dualsync version has no ${name}()`)
   }
   // The engine reports invalid arguments as TypeError: that is the caller's mistake (400).
   const call = (name, ...args) => {
