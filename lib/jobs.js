@@ -69,7 +69,7 @@ class JobRunner {
       throw new TypeError('collections must be an array of collection names')
     }
     const engine = this._engine()
-    const id = engine.startJob({ collections: opts.collections || null, dryRun: Boolean(opts.dryRun) })
+    const id = engine.startJob({ collections: opts.collections || undefined, dryRun: Boolean(opts.dryRun) })
     let job = this._jobs.get(id)
     if (!job) {
       job = new Job(engine, id)

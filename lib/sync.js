@@ -80,7 +80,15 @@ class Sync extends EventEmitter {
     this._jobs = new JobRunner(() => this._native(), this.logger)
     this.logger.info('✓ Sync system initialized')
     if (c.fullSyncCron) this._jobs.schedule(c.fullSyncCron)
-    if (c.fullSyncOnStart) this._jobs.start({})
+    const corrupt = this._engine.metrics().journal.corruptRecords
+    if (corrupt > 0) {
+      // The unreadable records named documents we can no longer identify:
+      // compare everything instead, so nothing they carried is lost.
+      this.logger.warn(`journal recovery skipped ${corrupt} unreadable record(s): starting a full sync to repair whatever they named`)
+      this._jobs.start({})
+    } else if (c.fullSyncOnStart) {
+      this._jobs.start({})
+    }
   }
 
   _native () {
