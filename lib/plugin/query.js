@@ -1,0 +1,156 @@
+'use strict'
+// Query middleware for every query that writes.
+
+const { resolveFilter } = require('./resolve')
+const { docId } = require('./ids')
+
+const QUERY_WRITES = [
+  'updateOne',
+  'updateMany',
+  'replaceOne',
+  'findOneAndUpdate',
+  'findOneAndReplace',
+  'findOneAndDelete',
+  'deleteOne',
+  'deleteMany'
+]
+const UPSERTING = new Set(['updateOne', 'updateMany', 'replaceOne', 'findOneAndUpdate', 'findOneAndReplace'])
+const FIND_AND_MODIFY = new Set(['findOneAndUpdate', 'findOneAndReplace', 'findOneAndDelete'])
+
+/**
+ * True when an error proves the write was not applied (rejected by Mongoose before sending, or
+ * by the server as a whole). Network errors and timeouts leave the outcome unknown.
+ */
+function definitelyNotApplied (err, model) {
+  if (!err) return false
+  const MongooseError = model && model.base && model.base.Error
+  if (typeof MongooseError === 'function' && err instanceof MongooseError) return true
+  return err.name === 'MongoServerError' && typeof err.code === 'number' && !err.writeConcernError
+}
+
+/** `_id`s a write query's result names: the upserted one, or the returned document's. */
+function resultIds (op, options, res) {
+  if (!res || typeof res !== 'object') return { ids: [], known: false }
+  if (!FIND_AND_MODIFY.has(op)) {
+    const id = res.upsertedId
+    return id === undefined || id === null ? { ids: [], known: false } : { ids: [id], known: true }
+  }
+  const meta = options.includeResultMetadata || options.rawResult
+  const value = meta ? res.value : res
+  const ids = []
+  const id = docId(value)
+  if (id !== undefined) ids.push(id)
+  const upserted = meta && res.lastErrorObject ? res.lastErrorObject.upserted : undefined
+  if (upserted !== undefined && upserted !== null) ids.push(upserted)
+  return { ids, known: ids.length > 0 }
+}
+
+/**
+ * @param {ReturnType<import('./sink').makeMarker>} marker
+ * @param {symbol} key  per-plugin slot on the query for the pre→post state
+ */
+function queryHooks (marker, key) {
+  async function dualsyncPreQuery () {
+    const model = this.model
+    const hook = `pre:${this.op}`
+    try {
+      const options = this.getOptions()
+      if (options.sync === false) return
+      const t = marker.target(model, hook)
+      if (!t) return
+      const state = { t, ids: [], collection: false, castError: null }
+      this[key] = state
+      await marker.ready(t) // a write buffered while connecting: the find needs the connection
+      let r
+      try {
+        r = await resolveFilter({
+          model,
+          query: this,
+          filter: this.getFilter(),
+          session: options.session,
+          collation: options.collation,
+          cap: marker.cap
+        })
+      } catch (err) {
+        // Which documents the write touches is unknown: reconcile the collection instead.
+        marker.report(err, hook, model)
+        r = { collection: true }
+      }
+      if (r.castError) {
+        // Mongoose will reject this filter too, so nothing is written; post checks that.
+        state.castError = r.castError
+        return
+      }
+      state.ids = r.ids || []
+      state.collection = Boolean(r.collection)
+      await marker.mark(t, state.ids, { collection: state.collection, hook })
+    } catch (err) {
+      marker.report(err, hook, model)
+    }
+  }
+
+  async function dualsyncPostQuery (res) {
+    const state = this[key]
+    if (!state) return
+    this[key] = undefined
+    const model = this.model
+    const op = this.op
+    const hook = `post:${op}`
+    try {
+      let collection = state.collection
+      if (state.castError) {
+        // The write went through although its filter did not cast for us: we know nothing.
+        marker.report(new Error(`dualsync: ${op} succeeded with a filter that failed to cast (${state.castError.message})`), hook, model)
+        collection = true
+      }
+      const options = this.getOptions()
+      const found = resultIds(op, options, res)
+      const ids = state.ids.concat(found.ids)
+      // findOneAndUpdate/Replace with upsert returning the old document (null: it inserted one)
+      // does not say which `_id` it inserted: look it up by the filter.
+      if (!collection && UPSERTING.has(op) && FIND_AND_MODIFY.has(op) && options.upsert && !found.known) {
+        let r
+        try {
+          r = await resolveFilter({
+            model,
+            query: this,
+            filter: this.getFilter(),
+            session: options.session,
+            collation: options.collation,
+            cap: marker.cap,
+            forceFind: true
+          })
+        } catch (err) {
+          marker.report(err, hook, model)
+          r = { collection: true }
+        }
+        if (r.ids && r.ids.length > 0) ids.push(...r.ids)
+        else collection = true
+      }
+      await marker.mark(state.t, ids, { collection, hook })
+    } catch (err) {
+      marker.report(err, hook, model)
+    }
+  }
+
+  // Mark again after a failure: part of an updateMany may be applied, and a timeout may hide a
+  // write that happened. An upsert whose outcome is unknown may have inserted an unknown `_id`.
+  async function dualsyncQueryError (err) {
+    const state = this[key]
+    if (!state) return
+    this[key] = undefined
+    const model = this.model
+    const hook = `error:${this.op}`
+    try {
+      const options = this.getOptions()
+      const upsertUnknown = UPSERTING.has(this.op) && options.upsert && !definitelyNotApplied(err, model)
+      await marker.mark(state.t, state.ids, { collection: state.collection || upsertUnknown, hook })
+    } catch (e) {
+      marker.report(e, hook, model)
+    }
+  }
+
+  return { pre: dualsyncPreQuery, post: dualsyncPostQuery, error: dualsyncQueryError }
+}
+
+module.exports = { queryHooks, QUERY_WRITES, definitelyNotApplied }

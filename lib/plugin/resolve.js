@@ -1,0 +1,103 @@
+'use strict'
+// Which documents does a filter match? Answered from the filter itself when it names `_id`s,
+// otherwise by an `_id`-only find on the local database, bounded by the mark cap.
+
+const { rawIdsFromFilter, cloneFilter } = require('./ids')
+
+/**
+ * @typedef {object} Resolution
+ * @property {any[]} [ids]           the matched `_id`s
+ * @property {boolean} [collection]  too many to list (or unknowable): reconcile the collection
+ * @property {Error} [castError]     the filter does not cast, so Mongoose will reject the write too
+ */
+
+/**
+ * Adds the discriminator key a discriminator model's queries carry (Mongoose adds it at exec
+ * time, after our hook), so the find matches what the write will match.
+ */
+function addDiscriminatorCriteria (model, filter) {
+  const mapping = model.schema && model.schema.discriminatorMapping
+  if (mapping && !mapping.isRoot && mapping.key && !(mapping.key in filter)) {
+    filter[mapping.key] = mapping.value
+  }
+  return filter
+}
+
+/**
+ * The session a write runs in: its own option, else the one Mongoose's
+ * `transactionAsyncLocalStorage` would attach.
+ */
+function sessionFor (model, explicit) {
+  if (explicit) return explicit
+  const store = model.db && model.db.base && model.db.base.transactionAsyncLocalStorage
+  const s = store && typeof store.getStore === 'function' ? store.getStore() : null
+  return (s && s.session) || undefined
+}
+
+/**
+ * `_id`s matched by a cast filter, straight from the driver: no Mongoose middleware runs (ours
+ * or the app's, which could narrow a find but not the write), no document bodies travel.
+ */
+async function findIds (model, castFilter, { session, collation, cap }) {
+  const coll = model.collection && model.collection.collection
+  if (!coll) {
+    throw new Error(`dualsync: collection "${model.collection && model.collection.collectionName}" is not open`)
+  }
+  const opts = { projection: { _id: 1 }, limit: cap + 1, batchSize: cap + 1, readPreference: 'primary' }
+  if (session) opts.session = session
+  if (collation) opts.collation = collation
+  const docs = await coll.find(castFilter, opts).toArray()
+  if (docs.length > cap) return { collection: true }
+  return { ids: docs.map((d) => d._id) }
+}
+
+/**
+ * What can be known about the documents `filter` matches without querying: the `_id`s it names,
+ * or else the cast filter to find them with.
+ * @param {object} args
+ * @param {import('mongoose').Model<any>} args.model
+ * @param {import('mongoose').Query<any, any>} args.query  a query of `model`, used for casting
+ *   (the write's own query where there is one, so its strict/strictQuery settings apply)
+ * @param {object} args.filter         the write's filter, uncast or cast
+ * @param {number} args.cap            above this many `_id`s, answer `{collection: true}`
+ * @param {boolean} [args.forceFind]   skip the `_id` shortcut (after an upsert, whose new `_id`
+ *                                     the filter may not name)
+ * @returns {Resolution & {castFilter?: object}}
+ */
+function prepareFilter ({ model, query, filter, cap, forceFind = false }) {
+  const raw = forceFind ? null : rawIdsFromFilter(filter)
+  if (raw) {
+    let ids
+    try {
+      ids = query.cast(model, { _id: { $in: raw } })._id.$in
+    } catch (castError) {
+      return { castError }
+    }
+    return ids.length > cap ? { collection: true } : { ids }
+  }
+  try {
+    return { castFilter: query.cast(model, addDiscriminatorCriteria(model, cloneFilter(filter || {}))) }
+  } catch (castError) {
+    return { castError }
+  }
+}
+
+/**
+ * Resolves which documents `filter` matches in `model`'s collection (see prepareFilter for the
+ * common arguments).
+ * @param {object} args
+ * @param {object} [args.session]    the write's session
+ * @param {object} [args.collation]  the write's collation
+ * @returns {Promise<Resolution>}
+ */
+async function resolveFilter (args) {
+  const p = prepareFilter(args)
+  if (!p.castFilter) return p
+  return findIds(args.model, p.castFilter, {
+    session: sessionFor(args.model, args.session),
+    collation: args.collation,
+    cap: args.cap
+  })
+}
+
+module.exports = { resolveFilter, prepareFilter, findIds, sessionFor }

@@ -1,0 +1,160 @@
+'use strict'
+// The plugin's side of the sink: validating it, naming a model's collection and database,
+// emitting marks, and reporting errors without ever throwing into the app's write.
+
+const DEFAULT_QUERY_MARK_CAP = 10000
+const DEFAULT_OPEN_WAIT_MS = 10000 // Mongoose's default bufferTimeoutMS
+
+/**
+ * @typedef {object} Target  where marks for one model go
+ * @property {import('mongoose').Model<any>} model
+ * @property {string} collection
+ * @property {string} modelName
+ */
+
+function checkSink (sink) {
+  if (!sink || typeof sink !== 'object') throw new TypeError('createPlugin(sink): sink must be an object')
+  for (const fn of ['mark', 'isExcluded', 'onError']) {
+    if (typeof sink[fn] !== 'function') throw new TypeError(`createPlugin(sink): sink.${fn} must be a function`)
+  }
+  const cap = sink.queryMarkCap === undefined ? DEFAULT_QUERY_MARK_CAP : sink.queryMarkCap
+  if (!Number.isInteger(cap) || cap < 1) {
+    throw new TypeError(`createPlugin(sink): sink.queryMarkCap must be a positive integer, got ${String(sink.queryMarkCap)}`)
+  }
+  return cap
+}
+
+/** A key for the common `_id` types, so one hook's marks name each document once; null: keep. */
+function dedupeKey (id) {
+  if (typeof id === 'string') return `s${id}`
+  if (typeof id === 'number') return `n${id}`
+  if (id._bsontype === 'ObjectId' && typeof id.toHexString === 'function') return `o${id.toHexString()}`
+  return null
+}
+
+/**
+ * Resolves once `conn` is open, or false after `ms` (the write could not run before the open
+ * either; Mongoose would buffer it just as long). No 'error' listener: Mongoose emits connection errors only when someone
+ * listens, and one added here could be gone by then, turning the error into a crash.
+ */
+function whenOpen (conn, ms) {
+  return new Promise((resolve) => {
+    const onOpen = () => {
+      clearTimeout(timer)
+      resolve(true)
+    }
+    const timer = setTimeout(() => {
+      conn.removeListener('open', onOpen)
+      resolve(false)
+    }, ms)
+    if (typeof timer.unref === 'function') timer.unref()
+    conn.once('open', onOpen)
+  })
+}
+
+/**
+ * Wraps a sink for the hooks.
+ * @param {object} sink see createPlugin
+ */
+function makeMarker (sink) {
+  const cap = checkSink(sink)
+
+  function report (err, hook, model) {
+    const error = err instanceof Error ? err : new Error(String(err))
+    const context = { hook }
+    if (model && typeof model.modelName === 'string') context.model = model.modelName
+    try {
+      sink.onError(error, context)
+    } catch {
+      // onError must not throw; if it does anyway, the app's write still must not see it
+    }
+  }
+
+  /**
+   * The marks target of a model, or null when its writes are not synced (not a collection
+   * model, or an excluded collection).
+   * @returns {Target | null}
+   */
+  function target (model, hook) {
+    if (!model || typeof model.modelName !== 'string' || !model.collection) return null
+    const collection = model.collection.collectionName || model.collection.name
+    if (typeof collection !== 'string') return null
+    try {
+      if (sink.isExcluded(collection)) return null
+    } catch (err) {
+      report(err, hook, model) // unsure: sync it rather than lose it
+    }
+    return { model, collection, modelName: model.modelName }
+  }
+
+  /**
+   * The database name of a target's connection. Known synchronously once the connection is
+   * open; before that (a write buffered during connect) waits for it, bounded like Mongoose's
+   * own buffering.
+   * @returns {string | null | Promise<string | null>}
+   */
+  function dbName (t) {
+    const conn = t.model.db
+    if (conn && conn.name) return conn.name
+    if (!conn || typeof conn.once !== 'function') return null
+    const wait = Number(t.model.schema && t.model.schema.options && t.model.schema.options.bufferTimeoutMS) ||
+      DEFAULT_OPEN_WAIT_MS
+    return whenOpen(conn, wait).then(() => conn.name || null)
+  }
+
+  /**
+   * Settles once the target's connection is open (or the wait gave up): at once, with no
+   * promise, in the usual case of an open connection.
+   * @returns {void | Promise<unknown>}
+   */
+  function ready (t) {
+    const db = dbName(t)
+    return db && typeof db.then === 'function' ? db : undefined
+  }
+
+  function emit (ops, hook, model) {
+    if (ops.length === 0) return
+    try {
+      sink.mark(ops)
+    } catch (err) {
+      report(err, hook, model)
+    }
+  }
+
+  /**
+   * Marks documents (and/or the whole collection) of a target. Never throws.
+   * @param {Target} t
+   * @param {Iterable<any>} ids
+   * @param {{collection?: boolean, hook: string}} opts
+   * @returns {void | Promise<void>}
+   */
+  function mark (t, ids, { collection = false, hook }) {
+    const db = dbName(t)
+    if (db && typeof db.then === 'function') return db.then((name) => markIn(t, name, ids, collection, hook))
+    return markIn(t, db, ids, collection, hook)
+  }
+
+  function markIn (t, db, ids, collection, hook) {
+    if (!db) {
+      report(new Error(`dualsync: database of model "${t.modelName}" unknown (connection not open); marks lost`), hook, t.model)
+      return
+    }
+    const ops = []
+    if (collection) ops.push({ collection: t.collection, db, kind: 'collection' })
+    const seen = new Set()
+    for (const id of ids) {
+      if (id === undefined || id === null) continue
+      const k = dedupeKey(id)
+      if (k !== null) {
+        if (seen.has(k)) continue
+        seen.add(k)
+      }
+      ops.push({ collection: t.collection, db, id })
+    }
+    emit(ops, hook, t.model)
+  }
+
+  return { cap, report, target, mark, ready }
+}
+
+module.exports = { makeMarker, DEFAULT_QUERY_MARK_CAP }
