@@ -49,11 +49,18 @@ async function runChild (name, opts) {
   servers.setServerDisk(opts.serverDisk)
   const scenario = require(path.join(__dirname, 'scenarios', `${name}.js`))
   const started = Date.now()
+  const loadStart = require('node:os').loadavg()[0]
   const pair = await servers.startPair()
   const slog = (m) => log(`${name}: ${m}`)
   let out
   try {
     out = await scenario.run({ smoke: opts.smoke, pair, log: slog })
+  } catch (e) {
+    // a server that died or hung is the usual suspect: show what each printed last
+    for (const s of [pair.local, pair.atlas]) {
+      slog(`${s.name} server: ${s.pid ? `running (pid ${s.pid})` : 'NOT running'}; last output:\n${s.outputTail || '(none)'}`)
+    }
+    throw e
   } finally {
     await pair.stop().catch((e) => slog(`stopping servers failed: ${e.message}`))
   }
@@ -63,7 +70,13 @@ async function runChild (name, opts) {
     title: scenario.title,
     goal: scenario.goal,
     smoke: opts.smoke,
-    env: { ...environment(), idIndexFix: servers.indexFixActive(), serverData: pair.dataOn },
+    env: {
+      ...environment(),
+      idIndexFix: servers.indexFixActive(),
+      serverData: pair.dataOn,
+      // other processes on the machine skew timings: recorded so a reader can tell
+      loadAvg1m: { start: loadStart, end: require('node:os').loadavg()[0] }
+    },
     durationSec: Math.round((Date.now() - started) / 1000),
     ...out
   }

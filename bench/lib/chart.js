@@ -59,7 +59,7 @@ function panel (name, r, x, y) {
     const st = g.pass === null || g.pass === undefined ? 'N/A' : g.pass ? 'PASS' : 'MISS'
     const color = st === 'PASS' ? '#1a7f37' : st === 'MISS' ? '#cf222e' : '#666'
     let line = `${g.label}: ${g.actual} (goal ${g.target})`
-    if (line.length > 88) line = `${line.slice(0, 87)}…`
+    if (line.length > 80) line = `${line.slice(0, 79)}…`
     out.push(`<text x="12" y="${cy + 11}" font-size="11" fill="${color}"><tspan font-weight="700">${st}</tspan> ${esc(line)}</text>`)
     cy += 15
   }
@@ -70,7 +70,7 @@ function panel (name, r, x, y) {
 /** Builds the SVG for all results that carry a chart. */
 function buildSvg (results, { smoke } = {}) {
   const names = Object.keys(results).filter((n) => results[n].chart)
-  const colY = Array(COLS).fill(60)
+  const colY = Array(COLS).fill(78)
   const parts = []
   for (const n of names) {
     const col = colY.indexOf(Math.min(...colY))
@@ -80,11 +80,13 @@ function buildSvg (results, { smoke } = {}) {
   }
   const height = Math.max(...colY) + 10
   const any = names.length ? results[names[0]].env : null
-  const sub = any ? `${any.machine.cores} cores, Node ${any.node}, ${any.server}${any.serverData ? `, server data on ${any.serverData}` : ''}, commit ${any.commit}${smoke ? ' — SMOKE RUN (small sizes)' : ''}` : ''
+  const sub = any ? `${any.machine.cores} cores, Node ${any.node}, ${any.server}${any.serverData ? `, server data on ${any.serverData}` : ''}` : ''
+  const sub2 = `${any ? `commit ${any.commit}, ${any.date.slice(0, 10)}. ` : ''}Blue: dualsync; grey: baseline measured in the same run.${smoke ? ' SMOKE RUN (small sizes, indicative only).' : ''}`
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif">
 <rect width="100%" height="100%" fill="#f6f8fa"/>
 <text x="15" y="28" font-size="20" font-weight="700">dualsync benchmarks</text>
-<text x="15" y="48" font-size="12" fill="#555">${esc(sub)} — blue: dualsync, grey: baseline</text>
+<text x="15" y="48" font-size="12" fill="#555">${esc(sub)}</text>
+<text x="15" y="65" font-size="12" fill="#555">${esc(sub2)}</text>
 ${parts.join('\n')}
 </svg>`
 }

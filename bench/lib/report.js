@@ -32,7 +32,9 @@ function renderMarkdown (results, opts = {}) {
   const e = envs[0]
   out.push(`Measured ${opts.smoke ? '(**smoke run**: small sizes, indicative only) ' : ''}on ${e.machine.cpu}, ${e.machine.cores} cores, ${e.machine.memoryGiB} GiB, ${e.machine.platform}; Node ${e.node}, Mongoose ${e.mongoose}, driver ${e.mongodbDriver}; ${e.server}${e.idIndexFix ? ' with the `_id` expression index repair (see below)' : ' (stock, no index repair)'}; commit ${e.commit}${e.dirty ? ' (+ uncommitted changes)' : ''}.`)
   const dates = envs.map((x) => x.date).sort()
-  out.push(`Runs from ${dates[0].slice(0, 16).replace('T', ' ')} to ${dates[dates.length - 1].slice(0, 16).replace('T', ' ')} UTC.`)
+  const loads = envs.filter((x) => x.loadAvg1m).flatMap((x) => [x.loadAvg1m.start, x.loadAvg1m.end])
+  const loadNote = loads.length ? ` 1-minute load average at scenario starts/ends: ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} on ${e.machine.cores} cores${Math.max(...loads) > e.machine.cores ? ' (other work was running on the machine: absolute timings are noisier than on an idle one)' : ''}.` : ''
+  out.push(`Runs from ${dates[0].slice(0, 16).replace('T', ' ')} to ${dates[dates.length - 1].slice(0, 16).replace('T', ' ')} UTC; server data on ${e.serverData || 'disk'}.${loadNote}`)
   out.push('')
   out.push('### Goals')
   out.push('')

@@ -14,6 +14,7 @@ const { connect, resetCollection, prepareCollection } = require('../lib/servers'
 const { openSync } = require('../lib/engine')
 const { makeDoc, schemaDefinition } = require('../lib/docs')
 const { round } = require('../lib/stats')
+const { cpuSnapshot, cpuDelta } = require('../lib/cpu')
 
 const COLL = 'drain_docs'
 const GOAL_A = 0.8
@@ -46,6 +47,7 @@ async function run ({ smoke, pair, log }) {
     await resetCollection(pair.atlas, atlas, 'bench', COLL)
     const batches = []
     for (let i = 0; i < n; i += 100) batches.push(docs.slice(i, i + 100))
+    const c0 = cpuSnapshot(pair)
     const t0 = performance.now()
     let next = 0
     await Promise.all(Array.from({ length: inFlight }, async () => {
@@ -55,14 +57,16 @@ async function run ({ smoke, pair, log }) {
       }
     }))
     const sec = (performance.now() - t0) / 1000
+    const cpu = cpuDelta(c0, cpuSnapshot(pair))
     await checkAtlas(`baseline a x${inFlight}`)
-    return { docsPerSec: n / sec, seconds: sec }
+    return { docsPerSec: n / sec, seconds: sec, cpu }
   }
 
   // ---- (c) the same design in plain driver code: re-read by _id from local, then bulkWrite --
   async function baselineC () {
     await resetCollection(pair.atlas, atlas, 'bench', COLL)
     const src = local.db('bench').collection(COLL)
+    const c0 = cpuSnapshot(pair)
     const t0 = performance.now()
     for (let i = 0; i < n; i += 100) {
       const batch = ids.slice(i, i + 100)
@@ -71,8 +75,9 @@ async function run ({ smoke, pair, log }) {
       await atlasColl.bulkWrite(found.map((d) => ({ replaceOne: { filter: { _id: d._id }, replacement: d, upsert: true } })), { ordered: false })
     }
     const sec = (performance.now() - t0) / 1000
+    const cpu = cpuDelta(c0, cpuSnapshot(pair))
     await checkAtlas('baseline c')
-    return { docsPerSec: n / sec, seconds: sec }
+    return { docsPerSec: n / sec, seconds: sec, cpu }
   }
 
   // ---- engine -------------------------------------------------------------------------
@@ -85,15 +90,17 @@ async function run ({ smoke, pair, log }) {
     await resetCollection(pair.atlas, atlas, 'bench', COLL)
     for (let i = 0; i < n; i += 1000) sync.enqueue(ids.slice(i, i + 1000).map((id) => ({ collection: COLL, id })))
     const before = sync.metrics().applied.total
+    const c0 = cpuSnapshot(pair)
     const t0 = performance.now()
     sync.resume()
     const ok = await sync.flush({ timeoutMs: 600000 })
     const sec = (performance.now() - t0) / 1000
+    const cpu = cpuDelta(c0, cpuSnapshot(pair))
     const m = sync.metrics()
     await sync.close({ drainTimeoutMs: 1000 })
     if (!ok) throw new Error(`drain: engine ${JSON.stringify(cfg)} did not flush within 600 s`)
     await checkAtlas(`engine ${JSON.stringify(cfg)}`)
-    return { ...cfg, docsPerSec: n / sec, seconds: sec, applied: m.applied.total - before, batches: m.batches, failures: m.failures }
+    return { ...cfg, docsPerSec: n / sec, seconds: sec, cpu, applied: m.applied.total - before, batches: m.batches, failures: m.failures }
   }
 
   // ---- (b) old middleware pipeline ---------------------------------------------------
@@ -117,6 +124,7 @@ async function run ({ smoke, pair, log }) {
     await mAtlas.connect(`${pair.atlas.uri}/bench`)
     const target = mAtlas.connection.db.collection(COLL)
     await target.findOne({}) // connection warm, as the engine's is
+    const c0 = cpuSnapshot(pair)
     const t0 = performance.now()
     await new Promise((resolve, reject) => {
       let processing = false
@@ -139,9 +147,10 @@ async function run ({ smoke, pair, log }) {
       }, 100)
     })
     const sec = (performance.now() - t0) / 1000
+    const cpu = cpuDelta(c0, cpuSnapshot(pair))
     await Promise.all([mLocal.disconnect(), mAtlas.disconnect()])
     await checkAtlas('baseline b')
-    return { docsPerSec: n / sec, seconds: sec }
+    return { docsPerSec: n / sec, seconds: sec, cpu }
   }
 
   const a1 = await baselineA(1)
@@ -171,15 +180,20 @@ async function run ({ smoke, pair, log }) {
   const defaults = trials.find((t) => t.batchSize === 100 && t.concurrency === 4)
   const defaultRate = (defaults.docsPerSec + again.docsPerSec) / 2
   const best = trials.reduce((x, y) => (y.docsPerSec > x.docsPerSec ? y : x))
+  // CPU per document on each process: where the 2 cores went
+  const cpuCell = (r) => {
+    const f = (v) => (v === null || v === undefined ? '?' : String(Math.round(v * 1e6 / n)))
+    return r.cpu ? `${f(r.cpu.local)} / ${f(r.cpu.atlas)} / ${f(r.cpu.node)}` : ''
+  }
   const rows = [
-    ['(a) driver bulkWrite ×100, 1 in flight (docs in memory)', round(aRate), `${round(a1.docsPerSec)} / ${round(a1b.docsPerSec)}`, '1×', '–'],
-    ...(a4 ? [['(a′) driver bulkWrite ×100, 4 in flight', round(a4.docsPerSec), '', `${round(a4.docsPerSec / aRate)}×`, '–']] : []),
-    ['(c) same design in plain JS: 100 point reads on local, then bulkWrite ×100, 1 in flight', round(c.docsPerSec), '', `${round(c.docsPerSec / aRate)}×`, `${round(c.docsPerSec / b.docsPerSec)}×`],
-    ['(b) old pipeline: setInterval 100 ms × 100 replaceOne', round(b.docsPerSec), '', `${round(b.docsPerSec / aRate)}×`, '1×'],
+    ['(a) driver bulkWrite ×100, 1 in flight (docs in memory)', round(aRate), `${round(a1.docsPerSec)} / ${round(a1b.docsPerSec)}`, '1×', `${round(aRate / b.docsPerSec)}×`, cpuCell(a1)],
+    ...(a4 ? [['(a′) driver bulkWrite ×100, 4 in flight', round(a4.docsPerSec), '', `${round(a4.docsPerSec / aRate)}×`, `${round(a4.docsPerSec / b.docsPerSec)}×`, cpuCell(a4)]] : []),
+    ['(c) same design in plain JS: 100 point reads on local, then bulkWrite ×100, 1 in flight', round(c.docsPerSec), '', `${round(c.docsPerSec / aRate)}×`, `${round(c.docsPerSec / b.docsPerSec)}×`, cpuCell(c)],
+    ['(b) old pipeline: setInterval 100 ms × 100 replaceOne', round(b.docsPerSec), '', `${round(b.docsPerSec / aRate)}×`, '1×', cpuCell(b)],
     ...trials.map((t) => [
       `engine batchSize=${t.batchSize} concurrency=${t.concurrency}${t === defaults ? ' (defaults)' : ''}${t === best ? ' (best)' : ''}`,
       round(t.docsPerSec), t === defaults ? `${round(t.docsPerSec)} / ${round(again.docsPerSec)}` : '',
-      `${round(t.docsPerSec / aRate)}×`, `${round(t.docsPerSec / b.docsPerSec)}×`
+      `${round(t.docsPerSec / aRate)}×`, `${round(t.docsPerSec / b.docsPerSec)}×`, cpuCell(t)
     ])
   ]
   return {
@@ -191,7 +205,7 @@ async function run ({ smoke, pair, log }) {
       { label: `best engine / (b) old pipeline`, target: `≥ ${GOAL_B}×`, actual: `${round(best.docsPerSec / b.docsPerSec)}×`, pass: best.docsPerSec / b.docsPerSec >= GOAL_B },
       { label: 'default engine / (b) old pipeline', target: `≥ ${GOAL_B}×`, actual: `${round(defaultRate / b.docsPerSec)}×`, pass: defaultRate / b.docsPerSec >= GOAL_B }
     ],
-    table: { columns: ['pipeline', 'docs/s', 'first / repeat run', 'vs (a)', 'vs (b)'], rows },
+    table: { columns: ['pipeline', 'docs/s', 'first / repeat run', 'vs (a)', 'vs (b)', 'CPU µs/doc: local server / Atlas server / Node+engine'], rows },
     chart: {
       title: `drain: ${n} docs local → Atlas, docs/s (higher is better)`,
       unit: 'docs/s',
