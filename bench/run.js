@@ -19,23 +19,56 @@ const { resultsDir, writeResult, readResults } = require('./lib/results')
 const SCENARIOS = ['capture', 'enqueue', 'drain', 'lag', 'memory', 'verify']
 
 function parseArgs (argv) {
-  const o = { smoke: false, only: null, child: null, indexFix: true, serverDisk: false }
+  const o = { smoke: false, only: null, child: null, indexFix: true, serverDisk: false, waitIdle: false }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--smoke') o.smoke = true
     else if (a === '--no-index-fix') o.indexFix = false
     else if (a === '--server-disk') o.serverDisk = true
+    else if (a === '--wait-idle') o.waitIdle = true
     else if (a === '--only') o.only = String(argv[++i] || '').split(',').map((s) => s.trim()).filter(Boolean)
     else if (a.startsWith('--only=')) o.only = a.slice(7).split(',').map((s) => s.trim()).filter(Boolean)
     else if (a === '--child') o.child = argv[++i]
     else if (a === '-h' || a === '--help') o.help = true
-    else throw new Error(`unknown argument ${a}; usage: node bench/run.js [--smoke] [--only ${SCENARIOS.join(',')}] [--no-index-fix] [--server-disk]`)
+    else throw new Error(`unknown argument ${a}; usage: node bench/run.js [--smoke] [--only ${SCENARIOS.join(',')}] [--no-index-fix] [--server-disk] [--wait-idle]`)
   }
   if (o.only) {
     const bad = o.only.filter((n) => !SCENARIOS.includes(n))
     if (bad.length) throw new Error(`--only: unknown scenario(s) ${bad.join(', ')}; known: ${SCENARIOS.join(', ')}`)
   }
   return o
+}
+
+/** Fraction of all cores busy over `ms` (from /proc/stat); null where unavailable. */
+async function busyFraction (ms) {
+  const read = () => {
+    const f = require('node:fs').readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+    return { idle: f[3] + (f[4] || 0), total: f.reduce((a, b) => a + b, 0) }
+  }
+  try {
+    const a = read()
+    await new Promise((resolve) => setTimeout(resolve, ms))
+    const b = read()
+    return 1 - (b.idle - a.idle) / Math.max(1, b.total - a.total)
+  } catch {
+    return null
+  }
+}
+
+/** --wait-idle: on a shared machine, start a scenario only once other work has calmed down. */
+async function waitIdle (maxMs = 15 * 60 * 1000) {
+  const until = Date.now() + maxMs
+  let quiet = 0
+  let said = false
+  while (Date.now() < until) {
+    const busy = await busyFraction(2000)
+    if (busy === null) return null
+    quiet = busy < 0.2 ? quiet + 1 : 0
+    if (quiet >= 3) return busy
+    if (!said) { log(`waiting for the machine to be idle (now ${Math.round(busy * 100)} % busy)`); said = true }
+  }
+  log('machine still busy after 15 min: running anyway')
+  return null
 }
 
 function log (msg) {
@@ -95,6 +128,7 @@ async function runAll (opts) {
   const runId = `${started}-${process.pid}`
   const failed = []
   for (const name of names) {
+    if (opts.waitIdle) await waitIdle()
     log(`── ${name}${opts.smoke ? ' (smoke)' : ''}`)
     const args = ['--child', name]
     if (opts.smoke) args.push('--smoke')
@@ -145,7 +179,7 @@ if (require.main === module) {
     process.exit(2)
   }
   if (opts.help) {
-    process.stdout.write(`usage: node bench/run.js [--smoke] [--only ${SCENARIOS.join(',')}] [--no-index-fix] [--server-disk]\n`)
+    process.stdout.write(`usage: node bench/run.js [--smoke] [--only ${SCENARIOS.join(',')}] [--no-index-fix] [--server-disk] [--wait-idle]\n`)
     process.exit(0)
   }
   const main = opts.child ? runChild(opts.child, opts).then(() => 0) : runAll(opts)
