@@ -58,7 +58,9 @@ function encodeOp (op, defaultDb) {
   if (id === undefined || id === null) {
     throw new TypeError(`enqueue: op.id is required for collection "${collection}" (the document's _id)`)
   }
-  return { c: collection, d, ...encodeId(id, collection) }
+  const encoded = { c: collection, d, ...encodeId(id, collection) }
+  if (op.phase === 'pre') encoded.p = true
+  return encoded
 }
 
 function encodeId (id, collection) {

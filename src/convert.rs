@@ -41,6 +41,8 @@ pub struct NativeMark {
     pub d: String,
     pub k: u32,
     pub v: Option<Either3<String, f64, Buffer>>,
+    /// Taken before the app's write (an intent), see `MarkKind::Intent`.
+    pub p: Option<bool>,
 }
 
 #[napi(object)]

@@ -60,6 +60,12 @@ function bulkWriteHooks (marker) {
       const upserted = resultIdMap(result, 'upsertedIds')
       if (upserted) ids.push(...upserted)
       let collection = state.collection
+      // Updates/deletes touched more documents than the pre-write find named:
+      // some came to match in between. Reconcile the collection to cover them.
+      if (result && typeof result === 'object') {
+        const touched = Number(result.matchedCount || 0) + Number(result.deletedCount || 0)
+        if (touched > state.ids.length) collection = true
+      }
       // An upsert that may have happened, with no `_id` to show for it.
       if (err && state.upserts && !upserted && !definitelyNotApplied(err, state.t.model)) collection = true
       if (state.castFailed && !err && !(res && res.mongoose && res.mongoose.validationErrors &&

@@ -106,6 +106,9 @@ function queryHooks (marker, key) {
       const options = this.getOptions()
       const found = resultIds(op, options, res)
       const ids = state.ids.concat(found.ids)
+      // More documents touched than the pre-write find named: some came to
+      // match the filter in between. Reconcile the collection to cover them.
+      if (!collection && COUNTED.has(op) && res && typeof res === 'object' && touchedCount(res) > state.ids.length) collection = true
       // findOneAndUpdate/Replace with upsert returning the old document (null: it inserted one)
       // does not say which `_id` it inserted: look it up by the filter.
       if (!collection && UPSERTING.has(op) && FIND_AND_MODIFY.has(op) && options.upsert && !found.known) {
@@ -153,4 +156,13 @@ function queryHooks (marker, key) {
   return { pre: dualsyncPreQuery, post: dualsyncPostQuery, error: dualsyncQueryError }
 }
 
-module.exports = { queryHooks, QUERY_WRITES, definitelyNotApplied }
+/** Writes whose result is a count (not a document that could hold such a field). */
+const COUNTED = new Set(['updateOne', 'updateMany', 'replaceOne', 'deleteOne', 'deleteMany'])
+
+/** Documents an update/delete result says it matched or deleted (0 when it does not say). */
+function touchedCount (res) {
+  const n = Number(res.matchedCount ?? 0) + Number(res.deletedCount ?? 0)
+  return Number.isFinite(n) ? n : 0
+}
+
+module.exports = { queryHooks, QUERY_WRITES, definitelyNotApplied, touchedCount }

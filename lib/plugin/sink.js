@@ -141,6 +141,9 @@ function makeMarker (sink) {
     }
     const ops = []
     if (collection) ops.push({ collection: t.collection, db, kind: 'collection' })
+    // Marks taken before the write are intents: the engine holds them until
+    // the post mark arrives (or a timeout), so it never re-reads too early.
+    const phase = typeof hook === 'string' && hook.startsWith('pre:') ? 'pre' : undefined
     const seen = new Set()
     for (const id of ids) {
       if (id === undefined || id === null) continue
@@ -149,7 +152,7 @@ function makeMarker (sink) {
         if (seen.has(k)) continue
         seen.add(k)
       }
-      ops.push({ collection: t.collection, db, id })
+      ops.push(phase ? { collection: t.collection, db, id, phase } : { collection: t.collection, db, id })
     }
     emit(ops, hook, t.model)
   }

@@ -52,9 +52,14 @@ pub struct Applier {
     pub atlas: Arc<LazyClient>,
     /// Decided once, from the local server's `buildInfo`.
     pub read_mode: tokio::sync::OnceCell<ReadMode>,
+    /// Statements per write command, decided once from Atlas's `buildInfo`.
+    pub write_limit: tokio::sync::OnceCell<usize>,
     /// Maps a local database name to its Atlas database name.
     pub atlas_db: Arc<dyn Fn(&str) -> String + Send + Sync>,
 }
+
+/// Statements per write command against FerretDB (see `write_limit`).
+const FERRETDB_STATEMENTS_PER_COMMAND: usize = 16;
 
 /// Upper bound for one command's statements, well under the 16 MiB limit.
 const MAX_COMMAND_BYTES: usize = 8 << 20;
@@ -103,6 +108,26 @@ impl Applier {
                 })
             })
             .await?;
+        let limit = *self
+            .write_limit
+            .get_or_try_init(|| async {
+                let info = atlas
+                    .database("admin")
+                    .run_command(bson::doc! { "buildInfo": 1 })
+                    .await
+                    .map_err(|e| TransientFailure {
+                        message: format!("Atlas buildInfo failed: {e}"),
+                    })?;
+                // FerretDB v1 holds one pooled SQLite connection per matched
+                // statement until the command ends (100 per database), so
+                // lanes × statements must stay well under that.
+                Ok::<_, TransientFailure>(if info.contains_key("ferretdbVersion") {
+                    FERRETDB_STATEMENTS_PER_COMMAND
+                } else {
+                    usize::MAX
+                })
+            })
+            .await?;
         for (ns, idx) in by_ns {
             let ids: Vec<&RawDocumentBuf> = idx.iter().map(|&i| docs[i].id.as_ref()).collect();
             let current = read_local(local, mode, ns, &ids).await?;
@@ -122,12 +147,18 @@ impl Applier {
                     None => deletes.push(i),
                 }
             }
-            for (i, out) in self.upsert_all(&atlas_db, &ns.coll, &upserts).await? {
+            for (i, out) in self
+                .upsert_all(&atlas_db, &ns.coll, &upserts, limit)
+                .await?
+            {
                 outcomes[i] = Some(out);
             }
             let delete_ids: Vec<(usize, &RawDocumentBuf)> =
                 deletes.iter().map(|&i| (i, docs[i].id.as_ref())).collect();
-            for (i, out) in self.delete_all(&atlas_db, &ns.coll, &delete_ids).await? {
+            for (i, out) in self
+                .delete_all(&atlas_db, &ns.coll, &delete_ids, limit)
+                .await?
+            {
                 outcomes[i] = Some(out);
             }
         }
@@ -202,31 +233,21 @@ impl Applier {
         db: &Database,
         coll: &str,
         docs: &[(usize, RawDocumentBuf)],
+        max_statements: usize,
     ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
         let mut out = Vec::with_capacity(docs.len());
-        for chunk in chunk_by_size(docs, |(_, d)| d.as_bytes().len()) {
+        for chunk in chunk_by_size(docs, max_statements, |(_, d)| d.as_bytes().len()) {
             let mut updates = RawArrayBuf::new();
+            let mut singles = Vec::with_capacity(chunk.len());
             for (_, doc) in chunk {
-                let mut q = RawDocumentBuf::new();
-                if let Some(v) = id_ref(doc) {
-                    q.append_ref("_id", v);
-                }
-                updates.push(rawdoc! { "q": q, "u": doc.clone(), "upsert": true });
+                let stmt = upsert_statement(doc);
+                updates.push(stmt.clone());
+                let mut one = RawArrayBuf::new();
+                one.push(stmt);
+                singles.push(rawdoc! { "update": coll, "updates": one, "ordered": false });
             }
             let cmd = rawdoc! { "update": coll, "updates": updates, "ordered": false };
             let idx: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
-            let singles: Vec<RawDocumentBuf> = chunk
-                .iter()
-                .map(|(_, doc)| {
-                    let mut q = RawDocumentBuf::new();
-                    if let Some(v) = id_ref(doc) {
-                        q.append_ref("_id", v);
-                    }
-                    let mut one = RawArrayBuf::new();
-                    one.push(rawdoc! { "q": q, "u": doc.clone(), "upsert": true });
-                    rawdoc! { "update": coll, "updates": one, "ordered": false }
-                })
-                .collect();
             out.extend(
                 self.run_write(db, cmd, &idx, singles, DocOutcome::Upserted)
                     .await?,
@@ -240,22 +261,26 @@ impl Applier {
         db: &Database,
         coll: &str,
         ids: &[(usize, &RawDocumentBuf)],
+        max_statements: usize,
     ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in chunk_by_size(ids, max_statements, |(_, id)| id.as_bytes().len()) {
+            let mut deletes = RawArrayBuf::new();
+            let mut singles = Vec::with_capacity(chunk.len());
+            for (_, id) in chunk {
+                deletes.push(rawdoc! { "q": (*id).clone(), "limit": 1 });
+                let mut one = RawArrayBuf::new();
+                one.push(rawdoc! { "q": (*id).clone(), "limit": 1 });
+                singles.push(rawdoc! { "delete": coll, "deletes": one, "ordered": false });
+            }
+            let cmd = rawdoc! { "delete": coll, "deletes": deletes, "ordered": false };
+            let idx: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            out.extend(
+                self.run_write(db, cmd, &idx, singles, DocOutcome::Deleted)
+                    .await?,
+            );
         }
-        let mut deletes = RawArrayBuf::new();
-        let mut singles = Vec::with_capacity(ids.len());
-        for (_, id) in ids {
-            deletes.push(rawdoc! { "q": (*id).clone(), "limit": 1 });
-            let mut one = RawArrayBuf::new();
-            one.push(rawdoc! { "q": (*id).clone(), "limit": 1 });
-            singles.push(rawdoc! { "delete": coll, "deletes": one, "ordered": false });
-        }
-        let cmd = rawdoc! { "delete": coll, "deletes": deletes, "ordered": false };
-        let idx: Vec<usize> = ids.iter().map(|(i, _)| *i).collect();
-        self.run_write(db, cmd, &idx, singles, DocOutcome::Deleted)
-            .await
+        Ok(out)
     }
 
     /// Runs one batched write command; maps `writeErrors` back to documents.
@@ -341,14 +366,16 @@ fn parse_write_reply(
     Ok(outcomes)
 }
 
-/// Splits items so each group's total size stays under the command limit.
-fn chunk_by_size<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+/// Splits items so each group stays under the command size limit and the
+/// statement count limit.
+fn chunk_by_size<T>(items: &[T], max_count: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let max_count = max_count.max(1);
     let mut out = Vec::new();
     let mut start = 0;
     let mut total = 0;
     for (i, item) in items.iter().enumerate() {
         let s = size(item);
-        if i > start && total + s > MAX_COMMAND_BYTES {
+        if i > start && (total + s > MAX_COMMAND_BYTES || i - start >= max_count) {
             out.push(&items[start..i]);
             start = i;
             total = 0;
@@ -359,6 +386,22 @@ fn chunk_by_size<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
         out.push(&items[start..]);
     }
     out
+}
+
+/// `{q: {_id}, u: <doc without _id>, upsert: true}`. The replacement leaves
+/// `_id` out: the upsert takes it from `q`, and a server may skip a
+/// replacement whose `_id` compares equal but differs in type (FerretDB does).
+fn upsert_statement(doc: &RawDocumentBuf) -> RawDocumentBuf {
+    let mut q = RawDocumentBuf::new();
+    let mut u = RawDocumentBuf::new();
+    for (key, value) in doc.iter().flatten() {
+        if key == "_id" {
+            q.append_ref("_id", value);
+        } else {
+            u.append_ref(key, value);
+        }
+    }
+    rawdoc! { "q": q, "u": u, "upsert": true }
 }
 
 #[cfg(test)]
@@ -409,9 +452,27 @@ mod tests {
     #[test]
     fn chunks_respect_the_size_limit() {
         let sizes = [3 << 20, 3 << 20, 3 << 20, 1, 9 << 20];
-        let chunks = chunk_by_size(&sizes, |s| *s);
+        let chunks = chunk_by_size(&sizes, 100, |s| *s);
         let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
         assert_eq!(lens, vec![2, 2, 1]);
         assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), sizes.len());
+        let small = [1usize; 10];
+        let lens: Vec<usize> = chunk_by_size(&small, 4, |s| *s)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(lens, vec![4, 4, 2]);
+    }
+
+    #[test]
+    fn replacement_leaves_id_to_the_filter() {
+        let doc = rawdoc! { "_id": 7, "a": 1, "b": { "c": true } };
+        let stmt = upsert_statement(&doc);
+        assert_eq!(stmt.get_document("q").unwrap(), &*rawdoc! { "_id": 7 });
+        assert_eq!(
+            stmt.get_document("u").unwrap(),
+            &*rawdoc! { "a": 1, "b": { "c": true } }
+        );
+        assert_eq!(stmt.get_bool("upsert").unwrap(), true);
     }
 }

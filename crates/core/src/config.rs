@@ -33,6 +33,8 @@ pub struct EngineConfig {
     /// Server selection / connect timeout for both clients.
     pub connect_timeout: Duration,
     pub log_level: tracing::Level,
+    /// Longest a pre-write mark (intent) waits for its post-write mark.
+    pub intent_delay: Duration,
 }
 
 impl EngineConfig {
@@ -57,6 +59,7 @@ impl EngineConfig {
             segment_bytes: 64 << 20,
             connect_timeout: Duration::from_secs(10),
             log_level: tracing::Level::INFO,
+            intent_delay: Duration::from_secs(30),
         }
     }
 

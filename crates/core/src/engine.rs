@@ -124,6 +124,7 @@ impl Engine {
             local: local.clone(),
             atlas: atlas.clone(),
             read_mode: tokio::sync::OnceCell::new(),
+            write_limit: tokio::sync::OnceCell::new(),
             atlas_db: Arc::new(move |db: &str| map_cfg.atlas_db_for(db)),
         });
         let worker = Worker::new(
@@ -138,6 +139,7 @@ impl Engine {
                 backoff_min: cfg.backoff_min,
                 backoff_max: cfg.backoff_max,
                 fsync_interval: cfg.fsync_interval,
+                intent_delay: cfg.intent_delay,
                 inflight_cap,
             },
             cfg.concurrency,
@@ -406,8 +408,14 @@ impl Engine {
             Ok(mut t) => t.drain(..).collect(),
             Err(_) => Vec::new(),
         };
+        // Tasks stuck on an unreachable Atlas are abandoned after a short
+        // grace: their marks are still in the journal, and writes are idempotent.
+        let grace = tokio::time::Instant::now() + Duration::from_millis(1500);
         for t in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(grace, t).await.is_err() {
+                abort.abort();
+            }
         }
         let rt = self.runtime.lock().ok().and_then(|mut r| r.take());
         if let Some(rt) = rt {

@@ -13,6 +13,11 @@ pub enum MarkKind {
     /// Reconcile a whole collection (used when a write touched too many
     /// documents to list them cheaply).
     Collection = 1,
+    /// A document mark taken *before* the app's write (durable intent). It
+    /// must not be applied before the write commits, so the worker holds it
+    /// until a later mark of the same document arrives or a timeout passes;
+    /// after a crash it is replayed as a plain document mark.
+    Intent = 2,
 }
 
 /// Database + collection, shared by all marks of that namespace.
@@ -124,6 +129,7 @@ pub fn decode(payload: &[u8]) -> Result<(MarkKind, u64, Namespace, RawDocumentBu
     let kind = match take(1)?[0] {
         0 => MarkKind::Document,
         1 => MarkKind::Collection,
+        2 => MarkKind::Intent,
         _ => return Err(bad("unknown kind")),
     };
     let enq = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("time"))?);

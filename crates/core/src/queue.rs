@@ -8,7 +8,7 @@ use crate::journal::{Journal, JournalReader};
 use crate::mark::{self, Mark, MarkKind, Namespace};
 use crossbeam_queue::ArrayQueue;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A mark to add, before it has a journal position.
@@ -52,7 +52,8 @@ pub struct MarkQueue {
     last_taken_next: AtomicU64,
     reader: Mutex<Option<JournalReader>>,
     pub notify: tokio::sync::Notify,
-    appended_ms_hint: AtomicUsize,
+    /// Journal end at open: intents before it belong to a dead process.
+    recovered_end: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,7 +86,7 @@ impl MarkQueue {
             taken: AtomicU64::new(0),
             last_taken_next: AtomicU64::new(start),
             notify: tokio::sync::Notify::new(),
-            appended_ms_hint: AtomicUsize::new(0),
+            recovered_end: end,
             journal,
         }
     }
@@ -144,7 +145,6 @@ impl MarkQueue {
                 }
             }
         }
-        self.appended_ms_hint.store(now as usize, Relaxed);
         let end = self.journal.end();
         drop(payloads);
         self.notify.notify_one();
@@ -189,6 +189,13 @@ impl MarkQueue {
         for (seq, payload) in batch {
             match mark::decode(&payload) {
                 Ok((kind, enqueued_ms, ns, id)) => {
+                    // The write an old intent announced either committed or
+                    // died with its process: re-read it now.
+                    let kind = if kind == MarkKind::Intent && seq < self.recovered_end {
+                        MarkKind::Document
+                    } else {
+                        kind
+                    };
                     let ns = self.intern(&ns.db, &ns.coll);
                     out.push(Mark {
                         seq,

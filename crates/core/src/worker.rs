@@ -45,6 +45,11 @@ impl Hash for DocKey {
 
 /// A document waiting in a lane, with every journal position that asked for it.
 struct PendingDoc {
+    /// Only intents so far: held until `not_before` unless a later mark comes.
+    intent: bool,
+    /// Intents that joined an entry already waiting to be sent: that send may
+    /// read before their write commits, so they outlive it (see `settle`).
+    later_intents: Vec<u64>,
     seqs: Vec<u64>,
     first_enqueued_ms: u64,
     attempts: u32,
@@ -71,6 +76,8 @@ pub struct WorkerSettings {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub fsync_interval: Duration,
+    /// Longest an intent (pre-write mark) waits for its post-write mark.
+    pub intent_delay: Duration,
     /// Documents the lanes may hold at once (part of the memory budget).
     pub inflight_cap: usize,
 }
@@ -202,28 +209,55 @@ impl Worker {
     }
 
     /// Adds one document to its lane (coalescing with a waiting mark of it).
-    fn route(&self, key: DocKey, seq: u64, enqueued_ms: u64) {
+    fn route(&self, key: DocKey, seq: u64, enqueued_ms: u64, intent: bool) {
         let lane = &self.lanes[self.lane_of(&key)];
         let mut st = lock(&lane.state);
-        match st.docs.entry(key.clone()) {
+        let coalesced = match st.docs.entry(key.clone()) {
             Entry::Occupied(mut e) => {
-                e.get_mut().seqs.push(seq);
                 self.metrics.coalesced.fetch_add(1, Relaxed);
+                let waiting = e.get_mut();
+                if intent && !waiting.intent {
+                    waiting.later_intents.push(seq);
+                    false // held: released once a read after its write is sent
+                } else {
+                    if !intent {
+                        // A mark journaled after the intents: their writes are
+                        // done, so this entry may go now and covers them.
+                        if waiting.intent && waiting.attempts == 0 {
+                            waiting.not_before = None;
+                        }
+                        waiting.intent = false;
+                        let mut later = std::mem::take(&mut waiting.later_intents);
+                        waiting.seqs.append(&mut later);
+                        lane.wake.notify_one();
+                    }
+                    true
+                }
             }
             Entry::Vacant(v) => {
                 v.insert(PendingDoc {
+                    intent,
+                    later_intents: Vec::new(),
                     seqs: vec![seq],
                     first_enqueued_ms: enqueued_ms,
                     attempts: 0,
-                    not_before: None,
+                    not_before: intent.then(|| Instant::now() + self.settings.intent_delay),
                 });
                 st.order.push_back(key);
                 st.oldest.get_or_insert_with(Instant::now);
                 self.pending_docs.fetch_add(1, Relaxed);
+                false
             }
-        }
+        };
         drop(st);
-        lane.wake.notify_one();
+        if coalesced {
+            // The waiting entry holds an older position and has not been
+            // read yet, so this mark's write is covered when it applies: no
+            // need to keep this position (memory stays flat for hot docs).
+            self.release(&[seq]);
+        } else {
+            lane.wake.notify_one();
+        }
     }
 
     /// Dispatcher: queue → lanes, checkpoint, journal housekeeping.
@@ -295,9 +329,10 @@ impl Worker {
 
     fn dispatch(self: &Arc<Self>, m: Mark) {
         match m.kind {
-            MarkKind::Document => {
+            MarkKind::Document | MarkKind::Intent => {
                 self.hold(m.seq, 1);
-                self.route(DocKey { ns: m.ns, id: m.id }, m.seq, m.enqueued_ms);
+                let intent = m.kind == MarkKind::Intent;
+                self.route(DocKey { ns: m.ns, id: m.id }, m.seq, m.enqueued_ms, intent);
             }
             MarkKind::Collection => {
                 // Held until the scan has journaled a mark for every difference.
@@ -505,7 +540,11 @@ impl Worker {
                             tracing::error!("{e}");
                         }
                     }
-                    self.finish(doc);
+                    if doc.later_intents.is_empty() {
+                        self.finish(doc);
+                    } else {
+                        self.carry_intents(lane, key, doc);
+                    }
                 }
                 DocOutcome::Rejected { code, message } => {
                     self.metrics.permanent_failures.fetch_add(1, Relaxed);
@@ -572,8 +611,11 @@ impl Worker {
                 // A newer mark arrived meanwhile: merge, keep the failure count.
                 let newer = e.get_mut();
                 newer.seqs.append(&mut doc.seqs);
-                newer.attempts = attempts;
-                newer.not_before = Some(not_before);
+                newer.later_intents.append(&mut doc.later_intents);
+                if !(doc.intent && attempts == 0) {
+                    newer.attempts = attempts;
+                    newer.not_before = Some(not_before);
+                }
                 newer.first_enqueued_ms = newer.first_enqueued_ms.min(doc.first_enqueued_ms);
                 self.pending_docs.fetch_sub(1, Relaxed);
             }
@@ -589,8 +631,36 @@ impl Worker {
         lane.wake.notify_one();
     }
 
+    /// After a send, intents that arrived while it waited become a new
+    /// intent entry: their writes may not have committed when it read.
+    fn carry_intents(&self, lane: &Lane, key: DocKey, doc: PendingDoc) {
+        let PendingDoc {
+            seqs,
+            later_intents,
+            first_enqueued_ms,
+            ..
+        } = doc;
+        let carried = PendingDoc {
+            intent: true,
+            later_intents: Vec::new(),
+            seqs: later_intents,
+            first_enqueued_ms,
+            attempts: 0,
+            not_before: None,
+        };
+        self.release(&seqs);
+        self.requeue(
+            lane,
+            key,
+            carried,
+            0,
+            Instant::now() + self.settings.intent_delay,
+        );
+    }
+
     fn finish(&self, doc: PendingDoc) {
         self.pending_docs.fetch_sub(1, Relaxed);
         self.release(&doc.seqs);
+        self.release(&doc.later_intents);
     }
 }
