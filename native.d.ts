@@ -34,6 +34,15 @@ export declare class NativeEngine {
   close(drainTimeoutMs: number): Promise<boolean>
   pause(): void
   resume(): void
+  /**
+   * Starts a verify (`dryRun`) or full-sync job, or returns the running
+   * one's id. Blocks only if the MongoDB clients are not created yet.
+   */
+  startJob(opts: NativeJobOptions): string
+  jobSnapshot(id: string): any
+  cancelJob(id: string): void
+  /** Resolves with the final snapshot once the job ends. */
+  waitJob(id: string): Promise<any>
   deadLetters(filter?: NativeRetryFilter | undefined | null): any
   retryDeadLetters(filter?: NativeRetryFilter | undefined | null): number
 }
@@ -60,6 +69,11 @@ export interface NativeConfig {
   segmentBytes?: number
 }
 
+export interface NativeJobOptions {
+  collections?: Array<string>
+  dryRun?: boolean
+}
+
 /**
  * One mark as the JS layer encodes it: `k` says how to read `v`.
  * 0 ObjectId (24-hex string), 1 string, 2 int32, 3 double, 4 int64
@@ -71,6 +85,8 @@ export interface NativeMark {
   d: string
   k: number
   v?: string | number | Buffer
+  /** Taken before the app's write (an intent), see `MarkKind::Intent`. */
+  p?: boolean
 }
 
 export interface NativeRetryFilter {

@@ -65,7 +65,7 @@ async function waitIdle (maxMs = 15 * 60 * 1000) {
     if (busy === null) return null
     quiet = busy < 0.2 ? quiet + 1 : 0
     if (quiet >= 3) return busy
-    if (!said) { log(`waiting for the machine to be idle (now ${Math.round(busy * 100)} % busy)`); said = true }
+    if (!said && busy >= 0.2) { log(`waiting for the machine to be idle (now ${Math.round(busy * 100)} % busy)`); said = true }
   }
   log('machine still busy after 15 min: running anyway')
   return null
@@ -96,6 +96,7 @@ async function runChild (name, opts) {
     throw e
   } finally {
     await pair.stop().catch((e) => slog(`stopping servers failed: ${e.message}`))
+    require('./lib/engine').removeTempDirs()
   }
   const data = {
     scenario: name,

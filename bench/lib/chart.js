@@ -59,7 +59,7 @@ function panel (name, r, x, y) {
     const st = g.pass === null || g.pass === undefined ? 'N/A' : g.pass ? 'PASS' : 'MISS'
     const color = st === 'PASS' ? '#1a7f37' : st === 'MISS' ? '#cf222e' : '#666'
     let line = `${g.label}: ${g.actual} (goal ${g.target})`
-    if (line.length > 80) line = `${line.slice(0, 79)}…`
+    if (line.length > 76) line = `${line.slice(0, 75)}…`
     out.push(`<text x="12" y="${cy + 11}" font-size="11" fill="${color}"><tspan font-weight="700">${st}</tspan> ${esc(line)}</text>`)
     cy += 15
   }

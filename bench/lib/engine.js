@@ -6,11 +6,20 @@ const path = require('node:path')
 const { ROOT } = require('./env')
 
 const TMP = path.join(ROOT, 'bench', 'results', 'tmp')
+const created = new Set()
 
 /** A fresh directory under bench/results/tmp (git-ignored; on the same disk as a real app's). */
 function tempDir (label) {
   fs.mkdirSync(TMP, { recursive: true })
-  return fs.mkdtempSync(path.join(TMP, `${label}-`))
+  const dir = fs.mkdtempSync(path.join(TMP, `${label}-`))
+  created.add(dir)
+  return dir
+}
+
+/** Removes every directory tempDir made in this process (journals of closed engines). */
+function removeTempDirs () {
+  for (const dir of created) fs.rmSync(dir, { recursive: true, force: true })
+  created.clear()
 }
 
 /**
@@ -47,4 +56,4 @@ function removeDir (dir) {
   fs.rmSync(dir, { recursive: true, force: true })
 }
 
-module.exports = { openSync, tempDir, removeDir, waitFor, TMP }
+module.exports = { openSync, tempDir, removeDir, removeTempDirs, waitFor, TMP }

@@ -473,6 +473,6 @@ mod tests {
             stmt.get_document("u").unwrap(),
             &*rawdoc! { "a": 1, "b": { "c": true } }
         );
-        assert_eq!(stmt.get_bool("upsert").unwrap(), true);
+        assert!(stmt.get_bool("upsert").unwrap());
     }
 }
