@@ -22,12 +22,6 @@ const MODES = ['off', 'on', 'journal', 'hooks']
 const KINDS = ['create', 'save', 'updateOne(_id)', 'updateOne(key)', 'updateMany(10)']
 const ID_PATHS = ['create', 'save', 'updateOne(_id)']
 const GOAL = 1.03
-// FerretDB v1.24 keeps every statement's query cursor of an `update` command open (and its
-// SQLite connection, from a pool of 100) until the whole command ends. Replacing documents
-// that already exist, batches of 100 (or 4 lanes × ~75) need > 100 connections at once and
-// the server deadlocks until the client gives up (the engine's 120 s batch timeout). Batches
-// of 20 × 4 lanes stay under the pool. MongoDB has no such limit; see docs/PERFORMANCE.md.
-const ENGINE_BATCH = 20
 
 function params (smoke) {
   return smoke
@@ -48,7 +42,7 @@ async function run ({ smoke, pair, log }) {
   const atlasClient = await connect(pair.atlas.uri)
   await prepareCollection(pair.atlas, atlasClient, 'bench', names.on)
 
-  const sync = await openSync(pair, { batchSize: ENGINE_BATCH, ...(process.env.BENCH_ENGINE_LOG ? { logLevel: process.env.BENCH_ENGINE_LOG } : {}) })
+  const sync = await openSync(pair, process.env.BENCH_ENGINE_LOG ? { logLevel: process.env.BENCH_ENGINE_LOG } : {})
   const mOn = new Mongoose()
   mOn.plugin(sync.plugin)
   const mOff = new Mongoose()
@@ -186,7 +180,7 @@ async function run ({ smoke, pair, log }) {
   await atlasClient.close()
 
   return {
-    params: { ...p, modes: MODES, engine: `batchSize ${ENGINE_BATCH} (FerretDB workaround), other settings default (concurrency 4, workerInterval 100 ms, persistQueue true)` },
+    params: { ...p, modes: MODES, engine: 'defaults (batchSize 100, concurrency 4, workerInterval 100 ms, persistQueue true)' },
     numbers: {
       latencyMs: stats,
       extraFindMs: findStats,
