@@ -300,7 +300,12 @@ describe.each(VERSIONS)('%s', (label, lib) => {
       const o = await observe(env, 'items', write)
       try {
         expect(o.appeared.length).toBeGreaterThan(0)
-        expectCovered(env, o)
+        // An upsert that returns the old (null) document cannot name what it
+        // inserted (a concurrent insert may match the filter instead): the
+        // collection is reconciled as well.
+        const unnamed = / before(, lean)?$/.test(name)
+        expectCovered(env, o, { allowCollection: unnamed })
+        if (unnamed) expect(o.collectionMarks, name).toBe(1)
         if (name === 'updateOne by _id') expectCovered(env, o, { insertsInPre: true })
         if (name.endsWith('includeResultMetadata')) expect(o.finds).toBe(1) // the pre find only: the result names the upsert
       } catch (err) {

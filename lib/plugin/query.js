@@ -128,7 +128,10 @@ function queryHooks (marker, key) {
           r = { collection: true }
         }
         if (r.ids && r.ids.length > 0) ids.push(...r.ids)
-        else collection = true
+        // The inserted document may no longer match the filter (a replacement
+        // or $set can move it out), and a concurrent insert may match instead:
+        // only a collection reconcile is sure to find it.
+        collection = true
       }
       await marker.mark(state.t, ids, { collection, hook })
     } catch (err) {

@@ -217,11 +217,11 @@ impl Engine {
                 match ping(engine.atlas.clone()).await {
                     Ok(()) => {
                         tracing::info!("✓ Connected to MongoDB Atlas: {}", engine.cfg.atlas_db);
-                        engine.metrics.set_atlas_connected(true);
+                        let _ = engine.metrics.set_atlas_connected(true);
                         atlas_done = true;
                     }
                     Err(e) => {
-                        engine.metrics.set_atlas_connected(false);
+                        let _ = engine.metrics.set_atlas_connected(false);
                         engine.metrics.set_last_error(Some(e.clone()));
                         tracing::warn!(
                             "MongoDB Atlas not reachable yet ({}): {e}",

@@ -137,10 +137,15 @@ impl Metrics {
         map.entry(ns.to_owned()).or_default().clone()
     }
 
-    pub fn set_atlas_connected(&self, connected: bool) {
+    /// Records Atlas reachability; returns the previous state's duration in
+    /// ms when this call changed it.
+    pub fn set_atlas_connected(&self, connected: bool) -> Option<u64> {
         if self.atlas_connected.swap(connected, Relaxed) != connected {
-            self.atlas_since_ms.store(now_ms(), Relaxed);
+            let now = now_ms();
+            let since = self.atlas_since_ms.swap(now, Relaxed);
+            return Some(now.saturating_sub(since));
         }
+        None
     }
 
     pub fn set_last_error(&self, msg: Option<String>) {

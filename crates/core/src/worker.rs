@@ -346,6 +346,17 @@ impl Worker {
     }
 
     async fn scan_collection(self: Arc<Self>, scanner: Option<CollectionScanner>, m: Mark) {
+        // Scan only once every earlier mark is applied: a batch still in
+        // flight could otherwise land after the scan looked and leave a state
+        // that no later mark corrects (this mark *is* the correction).
+        let mut done = self.done_before.subscribe();
+        let _ = done
+            .wait_for(|d| *d >= m.seq || self.shutdown.load(Acquire))
+            .await;
+        if self.shutdown.load(Acquire) {
+            self.active_scans.fetch_sub(1, SeqCst);
+            return; // not released: replayed from the journal at next start
+        }
         let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         loop {
             let Some(scanner) = scanner.as_ref() else {
@@ -485,7 +496,15 @@ impl Worker {
                     self.metrics
                         .apply_latency
                         .record(started.elapsed().as_millis() as u64);
-                    self.metrics.set_atlas_connected(true);
+                    let recovered = self.metrics.set_atlas_connected(true);
+                    if let Some(down_ms) =
+                        recovered.filter(|_| self.metrics.transient_failures.load(Relaxed) > 0)
+                    {
+                        tracing::info!(
+                            "✓ Atlas reachable again after {} s of failures",
+                            down_ms / 1000
+                        );
+                    }
                     self.metrics.set_last_error(None);
                     self.metrics.last_success_ms.store(now_ms(), Relaxed);
                     self.settle(lane, batch, outcomes);
@@ -494,15 +513,23 @@ impl Worker {
                 Err(failure) => {
                     self.metrics.batches_failed.fetch_add(1, Relaxed);
                     self.metrics.transient_failures.fetch_add(1, Relaxed);
-                    self.metrics.set_atlas_connected(false);
+                    let newly_down = self.metrics.set_atlas_connected(false).is_some();
                     self.metrics.set_last_error(Some(failure.message.clone()));
                     let delay = backoff.next_delay();
-                    tracing::warn!(
-                        "batch of {} failed, retrying in {} ms: {}",
-                        docs.len(),
-                        delay.as_millis(),
-                        failure.message
-                    );
+                    // One warning per outage; the retries themselves are debug noise.
+                    if newly_down {
+                        tracing::warn!(
+                            "Atlas writes failing, retrying with backoff until they succeed (writes keep being journaled): {}",
+                            failure.message
+                        );
+                    } else {
+                        tracing::debug!(
+                            "batch of {} failed, retrying in {} ms: {}",
+                            docs.len(),
+                            delay.as_millis(),
+                            failure.message
+                        );
+                    }
                     if self.shutdown.load(Acquire) {
                         return; // still in the journal: replayed at next start
                     }
