@@ -8,6 +8,10 @@ step() {
   printf '\n\033[1m==== %s ====\033[0m\n' "$*"
 }
 
+# A fresh clone: install the JS dependencies first (CI runs `npm ci` itself).
+[ -d node_modules/vitest ] || { step "npm ci"; npm ci --no-audit --no-fund --loglevel=error; }
+[ -x /usr/bin/chromium ] || [ -n "${CHROMIUM_PATH:-}" ] || echo "note: /usr/bin/chromium missing; the dashboard test needs Debian's chromium (apt-get install -y chromium)" >&2
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
