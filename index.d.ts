@@ -216,7 +216,7 @@ export interface Sync extends EventEmitter {
   /** Express router with the admin API and dashboard. */
   router(opts?: RouterOptions): unknown
   /** Opt-in SIGINT/SIGTERM handler: close (drain) then exit. Returns a function that removes it. */
-  handleSignals(opts?: { signals?: string[]; drainTimeoutMs?: number; exit?: boolean }): () => void
+  handleSignals(opts?: { signals?: string[]; drainTimeoutMs?: number; exit?: boolean; beforeExit?: () => Promise<void> | void }): () => void
   on(event: 'alert', listener: (alert: Alert) => void): this
   on(event: 'close', listener: (info: { drained: boolean }) => void): this
 }

@@ -118,7 +118,10 @@ function loadConfig (options = {}, env = process.env) {
   }
   const cfg = {}
   for (const [key, [envName, type, dflt]] of Object.entries(FIELDS)) {
-    if (options[key] !== undefined) {
+    if (options[key] === null) {
+      // null: explicitly unset, the env var is ignored
+      cfg[key] = Array.isArray(dflt) ? [...dflt] : dflt
+    } else if (options[key] !== undefined) {
       cfg[key] = parseValue(`option ${key}`, options[key], type, false)
     } else if (env[envName] !== undefined && env[envName] !== '') {
       cfg[key] = parseValue(envName, env[envName], type, true)
@@ -126,7 +129,7 @@ function loadConfig (options = {}, env = process.env) {
       cfg[key] = Array.isArray(dflt) ? [...dflt] : dflt
     }
   }
-  const known = new Set([...Object.keys(FIELDS), 'logger', 'localDb', 'atlasDb', 'mongoose'])
+  const known = new Set([...Object.keys(FIELDS), 'logger', 'localDb', 'atlasDb'])
   for (const key of Object.keys(options)) {
     if (!known.has(key)) throw new ConfigError(`Unknown option ${key}: see the configuration table in the README`)
   }

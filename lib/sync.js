@@ -34,6 +34,7 @@ class Sync extends EventEmitter {
     this.enabled = true
     this._secrets = [cfg.localUri, cfg.atlasUri]
     this._hookErrors = 0
+    this._invalidOps = 0
     this._healthState = null
     this._engine = null
     this._plugin = null
@@ -79,6 +80,11 @@ class Sync extends EventEmitter {
     }
     this._jobs = new JobRunner(() => this._native(), this.logger)
     this.logger.info('✓ Sync system initialized')
+    // Health is evaluated on a timer too, so 'alert' fires even when nobody polls.
+    this._healthTimer = setInterval(() => {
+      try { this.health() } catch { /* closed meanwhile */ }
+    }, 5000)
+    this._healthTimer.unref()
     if (c.fullSyncCron) this._jobs.schedule(c.fullSyncCron)
     const corrupt = this._engine.metrics().journal.corruptRecords
     if (corrupt > 0) {
@@ -150,6 +156,7 @@ class Sync extends EventEmitter {
       }
     })
     const n = this._enqueueEncoded(encoded)
+    this._invalidOps += problems.length
     if (problems.length) throw new TypeError(problems.join('\n'))
     return n
   }
@@ -158,6 +165,7 @@ class Sync extends EventEmitter {
   metrics () {
     const m = this._native().metrics()
     m.hookErrors = this._hookErrors
+    m.invalidOps = (m.invalidOps || 0) + this._invalidOps
     m.fullSync = this._jobs ? this._jobs.current() : null
     return m
   }

@@ -7,7 +7,8 @@ const { showProgress } = require('./progress')
 const { redactUri } = require('../redact')
 
 function baseOptions (values, extra = {}) {
-  const opts = { enabled: true, logLevel: 'warn', ...extra }
+  // The CLI runs its own jobs: the app's schedule settings do not apply here.
+  const opts = { enabled: true, logLevel: 'warn', fullSyncOnStart: false, fullSyncCron: null, ...extra }
   if (values.local) opts.localUri = values.local
   if (values.atlas) opts.atlasUri = values.atlas
   if (values['data-dir']) opts.dataDir = values['data-dir']

@@ -54,6 +54,9 @@ pub struct MarkQueue {
     pub notify: tokio::sync::Notify,
     /// Journal end at open: intents before it belong to a dead process.
     recovered_end: u64,
+    /// Wake the dispatcher on every enqueue (worker interval 0). Otherwise it
+    /// polls, which spares the app's thread a cross-thread wake-up per write.
+    pub eager_wake: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,6 +90,7 @@ impl MarkQueue {
             last_taken_next: AtomicU64::new(start),
             notify: tokio::sync::Notify::new(),
             recovered_end: end,
+            eager_wake: std::sync::atomic::AtomicBool::new(true),
             journal,
         }
     }
@@ -147,7 +151,9 @@ impl MarkQueue {
         }
         let end = self.journal.end();
         drop(payloads);
-        self.notify.notify_one();
+        if self.eager_wake.load(Relaxed) || self.mem.len() * 2 >= self.mem.capacity() {
+            self.notify.notify_one();
+        }
         Ok(end)
     }
 

@@ -249,13 +249,18 @@ impl Worker {
                 false
             }
         };
+        // Wake the lane when it has to act: at once (no interval), when it
+        // was idle (it starts the interval clock), or when a batch is full.
+        let wake = self.settings.interval.is_zero()
+            || st.docs.len() == 1
+            || st.docs.len() >= self.settings.batch_size;
         drop(st);
         if coalesced {
             // The waiting entry holds an older position and has not been
             // read yet, so this mark's write is covered when it applies: no
             // need to keep this position (memory stays flat for hot docs).
             self.release(&[seq]);
-        } else {
+        } else if wake {
             lane.wake.notify_one();
         }
     }
@@ -263,6 +268,15 @@ impl Worker {
     /// Dispatcher: queue → lanes, checkpoint, journal housekeeping.
     pub async fn run_dispatcher(self: Arc<Self>) {
         let cap = self.settings.inflight_cap.max(1);
+        // With a batching interval the dispatcher polls the queue at half of
+        // it instead of being woken by every enqueue.
+        let eager = self.settings.interval.is_zero();
+        self.queue.eager_wake.store(eager, Relaxed);
+        let poll = if eager {
+            Duration::from_millis(200)
+        } else {
+            (self.settings.interval / 2).clamp(Duration::from_millis(1), Duration::from_millis(200))
+        };
         let mut last_ack = Instant::now();
         let mut last_sync = Instant::now();
         let mut acked = 0u64;
@@ -313,7 +327,7 @@ impl Worker {
                 tokio::select! {
                     _ = self.queue.notify.notified() => {}
                     _ = self.dispatcher_wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = tokio::time::sleep(poll) => {}
                 }
             }
         }
@@ -600,9 +614,9 @@ impl Worker {
         doc: PendingDoc,
     ) {
         tracing::error!(
-            "{} {:?} moved to dead letters after {attempts} attempts: {message}",
+            "{} _id {} moved to dead letters after {attempts} attempts: {message}",
             key.ns,
-            crate::mark::id_value(&key.id)
+            crate::mark::id_value(&key.id).map_or_else(|| "?".to_string(), |v| v.to_string())
         );
         match self.dead.add(&key.ns, &key.id, code, message, attempts) {
             Ok(()) => {
