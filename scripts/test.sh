@@ -42,6 +42,13 @@ step "npm run build (napi release addon)"
 npm run build
 
 step "vitest${*:+ $*}"
-npx vitest run "$@"
-
-step "all checks passed"
+report=$(mktemp)
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
+# One plain closing line with the JS counts (CI reads it).
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  console.log(`vitest: ${r.numPassedTests} passed, ${r.numFailedTests} failed`);
+' "$report" || true
+rm -f "$report"
+[ "$status" -eq 0 ] || exit "$status"
