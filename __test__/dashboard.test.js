@@ -8,7 +8,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { useServers, uniqueDbName } from './helpers/servers.js'
@@ -25,9 +24,7 @@ const HAS_JOBS = typeof require('../lib/sync.js').Sync.prototype.fullSync === 'f
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts')
 const TOKEN = 'secret-token'
-const PASSWORD = 'S3cretPass'
-const credUri = (base, db) =>
-  `${base.replace('mongodb://', `mongodb://dsuser:${PASSWORD}@`)}/${db}?authMechanism=PLAIN&authSource=%24external`
+const { PASSWORD, credUri, adminSyncOptions } = require('./helpers/admin.js')
 
 let servers, dbName, local, atlas, sync, server, base, browser, page
 const problems = [] // console errors, page errors, foreign requests
@@ -74,18 +71,10 @@ beforeAll(async () => {
   dbName = uniqueDbName('dash')
   local = new MongoClient(servers.local.uri)
   atlas = new MongoClient(servers.atlas.uri)
-  sync = await createSync({
-    enabled: true,
-    localUri: credUri(servers.local.uri, dbName),
-    atlasUri: credUri(servers.atlas.uri, dbName),
-    dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-dash-')),
-    adminToken: TOKEN,
-    maxRetries: 1,
-    backoffMinMs: 10,
-    backoffMaxMs: 50,
+  sync = await createSync(adminSyncOptions(servers, dbName, TOKEN, {
     logLevel: 'warn',
     logger: { warn () {}, error () {}, info () {}, debug () {} }
-  })
+  }))
   const app = express()
   app.get('/', (req, res) => res.send('the app'))
   app.use('/admin', createRouter(sync))

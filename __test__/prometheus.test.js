@@ -5,9 +5,6 @@
 // against the real prom-client, in both of its content types.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { useServers, uniqueDbName } from './helpers/servers.js'
 
 const require = createRequire(import.meta.url)
@@ -21,9 +18,7 @@ const { createRouter } = require('../lib/router.js')
 const { toPrometheus, registerWithPromClient } = require('../lib/prometheus.js')
 
 const TOKEN = 'secret-token'
-const PASSWORD = 'S3cretPass'
-const credUri = (base, db) =>
-  `${base.replace('mongodb://', `mongodb://dsuser:${PASSWORD}@`)}/${db}?authMechanism=PLAIN&authSource=%24external`
+const { PASSWORD, credUri, adminSyncOptions } = require('./helpers/admin.js')
 
 // ---- a strict parser of the text format 0.0.4 ------------------------------------------------
 const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*/
@@ -315,19 +310,11 @@ describe('against a real engine', () => {
     dbName = uniqueDbName('prom')
     local = new MongoClient(servers.local.uri)
     atlas = new MongoClient(servers.atlas.uri)
-    sync = await createSync({
-      enabled: true,
-      localUri: credUri(servers.local.uri, dbName),
-      atlasUri: credUri(servers.atlas.uri, dbName),
-      dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-prom-')),
-      adminToken: TOKEN,
-      maxRetries: 1,
-      backoffMinMs: 10,
-      backoffMaxMs: 50,
+    sync = await createSync(adminSyncOptions(servers, dbName, TOKEN, {
       workerInterval: 0,
       logLevel: 'warn',
       logger: { warn () {}, error () {}, info () {}, debug () {} }
-    })
+    }))
     // Traffic in two collections: inserts, deletes, and one real dead letter.
     const a = local.db(dbName).collection('alpha')
     const ins = await a.insertMany(Array.from({ length: 30 }, (_, i) => ({ i })))

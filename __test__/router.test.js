@@ -19,14 +19,9 @@ const { createSync } = require('../index.js')
 const { createRouter } = require('../lib/router.js')
 const { compareDatabases, assertConverged } = require('./helpers/compare.js')
 
-// Jobs (fullSync/verify/job) land in lib/sync.js separately; until then their tests show as skipped.
-const HAS_JOBS = typeof require('../lib/sync.js').Sync.prototype.fullSync === 'function'
 
 const TOKEN = 'secret-token'
-const PASSWORD = 'S3cretPass'
-// FerretDB accepts PLAIN without checking it, so the engine really connects with a password in its URIs.
-const credUri = (base, db) =>
-  `${base.replace('mongodb://', `mongodb://dsuser:${PASSWORD}@`)}/${db}?authMechanism=PLAIN&authSource=%24external`
+const { PASSWORD, credUri, adminSyncOptions } = require('./helpers/admin.js')
 
 const seen = [] // every response body and log line, checked for the password at the end
 const logs = []
@@ -63,15 +58,8 @@ async function insertAndEnqueue (s, coll, docs) {
   return Object.values(res.insertedIds)
 }
 
-async function until (what, fn, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
+const { waitFor } = require('./helpers/wait.js')
+const until = (what, fn, timeoutMs = 30_000) => waitFor(what, fn, { timeoutMs, intervalMs: 50 })
 
 beforeAll(async () => {
   delete process.env.SYNC_ADMIN_TOKEN
@@ -79,19 +67,11 @@ beforeAll(async () => {
   dbName = uniqueDbName('router')
   local = new MongoClient(servers.local.uri)
   atlas = new MongoClient(servers.atlas.uri)
-  sync = await createSync({
-    enabled: true,
-    localUri: credUri(servers.local.uri, dbName),
-    atlasUri: credUri(servers.atlas.uri, dbName),
-    dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-router-')),
-    adminToken: TOKEN,
-    maxRetries: 1,
-    backoffMinMs: 10,
-    backoffMaxMs: 50,
+  sync = await createSync(adminSyncOptions(servers, dbName, TOKEN, {
     workerInterval: 0,
     logLevel: 'debug',
     logger
-  })
+  }))
   disabled = await createSync({ enabled: false, logger })
   for (const [name, express] of [['express5', express5], ['express4', express4]]) {
     const app = express()
@@ -323,7 +303,7 @@ describe('operations (Express 5)', () => {
   })
 })
 
-describe.skipIf(!HAS_JOBS)('full sync and verify jobs (Express 5)', () => {
+describe('full sync and verify jobs (Express 5)', () => {
   const base = () => apps.express5
   const BIG = 'bulk'
 
@@ -415,7 +395,7 @@ describe.skipIf(!HAS_JOBS)('full sync and verify jobs (Express 5)', () => {
   })
 })
 
-describe.skipIf(!HAS_JOBS)('full sync of everything (Express 5)', () => {
+describe('full sync of everything (Express 5)', () => {
   it('POST /full with an empty body scans every collection and converges the database', async () => {
     await local.db(dbName).collection('late').insertMany([{ z: 1 }, { z: 2 }])
     const res = await call(apps.express5, 'post', '/admin/full', { body: {} })

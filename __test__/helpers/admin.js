@@ -1,0 +1,38 @@
+'use strict'
+// Shared set-up of the admin-surface tests (router, Prometheus, dashboard):
+// an engine whose URIs carry a password, so every test can check that the
+// password never leaks.
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+
+const PASSWORD = 'S3cretPass'
+
+/** FerretDB accepts PLAIN without checking it, so the engine really connects with a password in its URIs. */
+function credUri (base, db) {
+  return `${base.replace('mongodb://', `mongodb://dsuser:${PASSWORD}@`)}/${db}?authMechanism=PLAIN&authSource=%24external`
+}
+
+/**
+ * createSync options for an admin test: password URIs, a fresh data dir,
+ * the bearer token, and fast retries so a dead letter appears quickly.
+ * @param {{local: {uri: string}, atlas: {uri: string}}} servers
+ * @param {string} dbName
+ * @param {string} token
+ * @param {object} [extra] more options (they win)
+ */
+function adminSyncOptions (servers, dbName, token, extra = {}) {
+  return {
+    enabled: true,
+    localUri: credUri(servers.local.uri, dbName),
+    atlasUri: credUri(servers.atlas.uri, dbName),
+    dataDir: fs.mkdtempSync(path.join(os.tmpdir(), `dualsync-${dbName.slice(0, 12)}-`)),
+    adminToken: token,
+    maxRetries: 1,
+    backoffMinMs: 10,
+    backoffMaxMs: 50,
+    ...extra
+  }
+}
+
+module.exports = { PASSWORD, credUri, adminSyncOptions }
