@@ -261,7 +261,7 @@ impl Engine {
         let n = marks.len() as u64;
         for m in &marks {
             self.metrics
-                .collection(&format!("{}.{}", m.db, m.coll))
+                .collection(&m.db, &m.coll)
                 .enqueued
                 .fetch_add(1, Relaxed);
         }

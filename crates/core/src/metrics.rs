@@ -76,7 +76,8 @@ pub struct Metrics {
     pub apply_latency: LatencyHistogram,
     pub lag: LatencyHistogram,
     pub last_error: Mutex<Option<String>>,
-    collections: Mutex<HashMap<String, std::sync::Arc<CollectionCounters>>>,
+    /// db → collection → counters (nested so a lookup allocates nothing).
+    collections: Mutex<HashMap<String, HashMap<String, std::sync::Arc<CollectionCounters>>>>,
     rate: Mutex<RateWindow>,
 }
 
@@ -128,13 +129,21 @@ fn iso(ms: u64) -> Value {
 }
 
 impl Metrics {
-    /// Counters of one collection (`db.coll`), created on first use.
-    pub fn collection(&self, ns: &str) -> std::sync::Arc<CollectionCounters> {
+    /// Counters of one collection, created on first use. On the enqueue
+    /// hot path: a hit allocates nothing.
+    pub fn collection(&self, db: &str, coll: &str) -> std::sync::Arc<CollectionCounters> {
         let mut map = match self.collections.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        map.entry(ns.to_owned()).or_default().clone()
+        if let Some(c) = map.get(db).and_then(|colls| colls.get(coll)) {
+            return c.clone();
+        }
+        map.entry(db.to_owned())
+            .or_default()
+            .entry(coll.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Records Atlas reachability; returns the previous state's duration in
@@ -185,9 +194,10 @@ impl Metrics {
         let collections: Map<String, Value> = match self.collections.lock() {
             Ok(m) => m
                 .iter()
-                .map(|(k, c)| {
+                .flat_map(|(db, colls)| colls.iter().map(move |(coll, c)| (db, coll, c)))
+                .map(|(db, coll, c)| {
                     (
-                        k.clone(),
+                        format!("{db}.{coll}"),
                         json!({
                             "enqueued": c.enqueued.load(Relaxed),
                             "upserts": c.upserts.load(Relaxed),

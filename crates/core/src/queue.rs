@@ -43,7 +43,8 @@ pub struct MarkQueue {
     journal: Arc<Journal>,
     mem: ArrayQueue<Mark>,
     appender: Mutex<Appender>,
-    namespaces: Mutex<HashMap<(String, String), Arc<Namespace>>>,
+    /// db → collection → shared namespace (a hit allocates nothing).
+    namespaces: Mutex<HashMap<String, HashMap<String, Arc<Namespace>>>>,
     /// Marks written to disk only (spilled) and not yet paged back in.
     disk_pending: AtomicU64,
     /// Marks handed to the worker so far.
@@ -97,14 +98,16 @@ impl MarkQueue {
 
     fn intern(&self, db: &str, coll: &str) -> Arc<Namespace> {
         let mut map = lock(&self.namespaces);
-        if let Some(ns) = map.get(&(db.to_owned(), coll.to_owned())) {
+        if let Some(ns) = map.get(db).and_then(|colls| colls.get(coll)) {
             return ns.clone();
         }
         let ns = Arc::new(Namespace {
             db: db.to_owned(),
             coll: coll.to_owned(),
         });
-        map.insert((db.to_owned(), coll.to_owned()), ns.clone());
+        map.entry(db.to_owned())
+            .or_default()
+            .insert(coll.to_owned(), ns.clone());
         ns
     }
 

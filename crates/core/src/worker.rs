@@ -563,7 +563,7 @@ impl Worker {
     fn settle(&self, lane: &Lane, batch: Vec<(DocKey, PendingDoc)>, outcomes: Vec<DocOutcome>) {
         let now = now_ms();
         for ((key, doc), outcome) in batch.into_iter().zip(outcomes) {
-            let counters = self.metrics.collection(&key.ns.to_string());
+            let counters = self.metrics.collection(&key.ns.db, &key.ns.coll);
             match outcome {
                 DocOutcome::Upserted | DocOutcome::Deleted => {
                     if outcome == DocOutcome::Upserted {
