@@ -1,6 +1,7 @@
 'use strict'
 // What the numbers were measured on: machine, runtime, code version, server.
 
+const fs = require('node:fs')
 const os = require('node:os')
 const { execFileSync } = require('node:child_process')
 const path = require('node:path')
@@ -10,6 +11,16 @@ const ROOT = path.resolve(__dirname, '..', '..')
 function git (args) {
   try {
     return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+  } catch {
+    return null
+  }
+}
+
+/** mtime of the native addon the run loaded (the lead rebuilds it as the core changes) */
+function addonBuilt () {
+  try {
+    const f = fs.readdirSync(ROOT).find((n) => n.endsWith('.node'))
+    return f ? fs.statSync(path.join(ROOT, f)).mtime.toISOString() : null
   } catch {
     return null
   }
@@ -37,7 +48,9 @@ function environment () {
     mongodbDriver: driver,
     server: testbed.useMongod() ? 'mongod' : `FerretDB ${testbed.FERRETDB_VERSION} (SQLite backend), loopback`,
     commit: git(['rev-parse', '--short', 'HEAD']),
-    dirty: Boolean(git(['status', '--porcelain', '--untracked-files=no']))
+    // the bench's own outputs are tracked files it rewrites: they do not make the code dirty
+    dirty: Boolean(git(['status', '--porcelain', '--untracked-files=no', '--', '.', ':!bench/results', ':!docs/PERFORMANCE.md'])),
+    addonBuilt: addonBuilt()
   }
 }
 

@@ -30,7 +30,7 @@ function renderMarkdown (results, opts = {}) {
   if (names.length === 0) return '_No results yet: run `npm run bench`._\n'
   const envs = names.map((n) => results[n].env)
   const e = envs[0]
-  out.push(`Measured ${opts.smoke ? '(**smoke run**: small sizes, indicative only) ' : ''}on ${e.machine.cpu}, ${e.machine.cores} cores, ${e.machine.memoryGiB} GiB, ${e.machine.platform}; Node ${e.node}, Mongoose ${e.mongoose}, driver ${e.mongodbDriver}; ${e.server}${e.idIndexFix ? ' with the `_id` expression index repair (see below)' : ' (stock, no index repair)'}; commit ${e.commit}${e.dirty ? ' (+ uncommitted changes)' : ''}.`)
+  out.push(`Measured ${opts.smoke ? '(**smoke run**: small sizes, indicative only) ' : ''}on ${e.machine.cpu}, ${e.machine.cores} cores, ${e.machine.memoryGiB} GiB, ${e.machine.platform}; Node ${e.node}, Mongoose ${e.mongoose}, driver ${e.mongodbDriver}; ${e.server}${e.idIndexFix ? ' with the `_id` expression index repair (see below)' : ' (stock, no index repair)'}; ${commitLine(envs)}.`)
   const dates = envs.map((x) => x.date).sort()
   const loads = envs.filter((x) => x.loadAvg1m).flatMap((x) => [x.loadAvg1m.start, x.loadAvg1m.end])
   const loadNote = loads.length ? ` 1-minute load average at scenario starts/ends: ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} on ${e.machine.cores} cores${Math.max(...loads) > e.machine.cores ? ' (other work was running on the machine: absolute timings are noisier than on an idle one)' : ''}.` : ''
@@ -62,6 +62,12 @@ function renderMarkdown (results, opts = {}) {
     }
   }
   return `${out.join('\n')}\n`
+}
+
+function commitLine (envs) {
+  const commits = [...new Set(envs.map((x) => `${x.commit}${x.dirty ? ' (+ uncommitted changes)' : ''}`))]
+  const builds = [...new Set(envs.map((x) => x.addonBuilt).filter(Boolean))]
+  return `${commits.length > 1 ? 'commits' : 'commit'} ${commits.join(', ')}${builds.length ? `; native addon built ${builds.map((b) => b.slice(0, 16).replace('T', ' ')).join(', ')} UTC` : ''}`
 }
 
 function paramsLine (p) {
