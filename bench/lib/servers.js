@@ -100,12 +100,26 @@ function serverBase () {
   }
 }
 
+/** Removes server dirs left in `base` by bench processes that were killed (named with their pid). */
+function sweepStale (base) {
+  for (const name of fs.readdirSync(base)) {
+    const m = /^dualsync-bench-(\d+)-/.exec(name)
+    if (!m || Number(m[1]) === process.pid) continue
+    try {
+      process.kill(Number(m[1]), 0)
+    } catch (e) {
+      if (e.code === 'ESRCH') fs.rmSync(path.join(base, name), { recursive: true, force: true })
+    }
+  }
+}
+
 /**
  * Starts a fresh local + "Atlas" pair; pair.stop() stops both and removes their data.
  * @returns {Promise<{local: object, atlas: object, stop(): Promise<void>, dataOn: string}>}
  */
 async function startPair () {
   const base = serverBase()
+  if (base) sweepStale(base)
   const dirs = base ? ['local', 'atlas'].map((n) => fs.mkdtempSync(path.join(base, `dualsync-bench-${process.pid}-${n}-`))) : [undefined, undefined]
   const started = await Promise.allSettled([
     testbed.startServer({ name: 'local', dataDir: dirs[0] }),
