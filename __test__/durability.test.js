@@ -140,6 +140,19 @@ describe('one process per data dir', () => {
   })
 })
 
+describe('close() releases the data dir', () => {
+  it('lets the same process open the same data dir again right after close()', async () => {
+    const dataDir = tmpDir('reopen')
+    const db = uniqueDbName('reopen')
+    for (let i = 0; i < 3; i++) {
+      const sync = await createSync({ enabled: true, localUri: `${servers.local.uri}/${db}`, atlasUri: `${servers.atlas.uri}/${db}`, dataDir, ...fast })
+      sync.enqueue({ collection: 'again', id: i })
+      expect(await sync.flush({ timeoutMs: 30000 })).toBe(true)
+      expect(await sync.close()).toBe(true)
+    }
+  })
+})
+
 describe('process exit', () => {
   it('exits promptly after close(), and on its own once idle without close()', async () => {
     const db = uniqueDbName('exit')

@@ -131,6 +131,9 @@ impl NativeEngine {
                 Ok(rt) => rt.block_on(engine.close(timeout)),
                 Err(_) => false,
             };
+            // Outside the block_on: the engine's runtime may block to stop.
+            engine.shutdown_runtime();
+            drop(engine);
             let _ = tx.send(drained);
         });
         rx.await.map_err(|e| Error::from_reason(e.to_string()))

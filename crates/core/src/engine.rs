@@ -394,6 +394,16 @@ impl Engine {
         Value::Object(m)
     }
 
+    /// Stops the engine's runtime and waits (bounded) until its tasks are
+    /// dropped, so the journal and its lock are released when this returns.
+    /// Call after `close`, outside any async context.
+    pub fn shutdown_runtime(&self) {
+        let rt = self.runtime.lock().ok().and_then(|mut r| r.take());
+        if let Some(rt) = rt {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+
     /// Drains for up to `drain_timeout`, then stops; what is left stays in
     /// the journal for the next start. Idempotent.
     pub async fn close(&self, drain_timeout: Duration) -> bool {
@@ -416,10 +426,6 @@ impl Engine {
             if tokio::time::timeout_at(grace, t).await.is_err() {
                 abort.abort();
             }
-        }
-        let rt = self.runtime.lock().ok().and_then(|mut r| r.take());
-        if let Some(rt) = rt {
-            rt.shutdown_background();
         }
         tracing::dispatcher::with_default(&self.dispatch, || {
             tracing::info!(
