@@ -284,8 +284,11 @@ impl Applier {
     }
 
     /// Runs one batched write command; maps `writeErrors` back to documents.
-    /// A command refused as a whole for a non-transient reason is retried one
-    /// document at a time so one bad document cannot block the others.
+    /// A command refused as a whole for a non-transient reason, or one whose
+    /// reply names any refused statement, is resent one statement at a time:
+    /// one bad document cannot block the others, and some servers (FerretDB
+    /// v1) stop an unordered command at its first error and misreport the
+    /// index. Resending is safe: every statement is idempotent.
     async fn run_write(
         &self,
         db: &Database,
@@ -295,7 +298,16 @@ impl Applier {
         ok: DocOutcome,
     ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
         match db.run_raw_command(cmd).await {
-            Ok(reply) => parse_write_reply(&reply, idx, &ok),
+            Ok(reply) => {
+                let outcomes = parse_write_reply(&reply, idx, &ok)?;
+                let refused = outcomes
+                    .iter()
+                    .any(|(_, o)| matches!(o, DocOutcome::Rejected { .. }));
+                if !refused || idx.len() == 1 {
+                    return Ok(outcomes);
+                }
+                run_singles(db, idx, singles, &ok).await
+            }
             Err(e) => match classify_command_error(&e) {
                 FailureClass::Transient => Err(TransientFailure {
                     message: e.to_string(),
@@ -303,24 +315,32 @@ impl Applier {
                 FailureClass::Isolate if idx.len() == 1 => {
                     Ok(vec![(idx[0], rejected_from_error(&e))])
                 }
-                FailureClass::Isolate => {
-                    let mut out = Vec::with_capacity(idx.len());
-                    for (&i, single) in idx.iter().zip(singles) {
-                        match db.run_raw_command(single).await {
-                            Ok(reply) => out.extend(parse_write_reply(&reply, &[i], &ok)?),
-                            Err(e) if classify_command_error(&e) == FailureClass::Transient => {
-                                return Err(TransientFailure {
-                                    message: e.to_string(),
-                                })
-                            }
-                            Err(e) => out.push((i, rejected_from_error(&e))),
-                        }
-                    }
-                    Ok(out)
-                }
+                FailureClass::Isolate => run_singles(db, idx, singles, &ok).await,
             },
         }
     }
+}
+
+/// Sends each statement as its own command and collects every outcome.
+async fn run_singles(
+    db: &Database,
+    idx: &[usize],
+    singles: Vec<RawDocumentBuf>,
+    ok: &DocOutcome,
+) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
+    let mut out = Vec::with_capacity(idx.len());
+    for (&i, single) in idx.iter().zip(singles) {
+        match db.run_raw_command(single).await {
+            Ok(reply) => out.extend(parse_write_reply(&reply, &[i], ok)?),
+            Err(e) if classify_command_error(&e) == FailureClass::Transient => {
+                return Err(TransientFailure {
+                    message: e.to_string(),
+                })
+            }
+            Err(e) => out.push((i, rejected_from_error(&e))),
+        }
+    }
+    Ok(out)
 }
 
 fn rejected_from_error(e: &mongodb::error::Error) -> DocOutcome {
