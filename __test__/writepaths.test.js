@@ -546,7 +546,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
         const [RaceD, OtherD] = pair('races_del')
         const [RaceO, OtherO] = pair('races_one')
         const [RaceB, OtherB] = pair('races_bulk')
-        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB }
+        const [RaceI, OtherI] = pair('races_bulk_ins')
+        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI }
       }
     })
   })
@@ -608,5 +609,21 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     expect(res.modifiedCount).toBe(2) // the late document was updated locally
     await env.converge(['races_bulk'])
     expect((await env.atlas.collection('races_bulk').findOne({ _id: late })).n).toBe(2)
+  })
+
+  // The CI counterexample's shape: the insertOne's `_id` must not stand in for the document the
+  // deleteOne's find did not see (the count check once compared against both).
+  it('bulkWrite insertOne + deleteOne deletes it, and Atlas deletes it too', async () => {
+    const { RaceI: Race, OtherI: Other } = env.models
+    const late = new lib.Types.ObjectId()
+    insertInWindow(Other, { _id: late, g: 'gone', n: 1 })
+    const res = await Race.bulkWrite([
+      { insertOne: { document: { g: 'kept', n: 1 } } },
+      { deleteOne: { filter: { g: 'gone' } } }
+    ], { ordered: false })
+    expect(res.deletedCount).toBe(1) // the late document was deleted locally
+    await env.converge(['races_bulk_ins'])
+    expect(await env.atlas.collection('races_bulk_ins').countDocuments({ _id: late })).toBe(0)
+    expect(await env.atlas.collection('races_bulk_ins').countDocuments({ g: 'kept' })).toBe(1)
   })
 })

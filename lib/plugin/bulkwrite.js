@@ -63,8 +63,9 @@ function bulkWriteHooks (marker) {
       // Updates/deletes touched more documents than the pre-write find named:
       // some came to match in between. Reconcile the collection to cover them.
       if (result && typeof result === 'object') {
+        // Only the finds count here: an insertOne's `_id` is no match for an update or delete.
         const touched = Number(result.matchedCount || 0) + Number(result.deletedCount || 0)
-        if (touched > state.ids.length) collection = true
+        if (touched > state.matched) collection = true
       }
       // An upsert that may have happened, with no `_id` to show for it.
       if (err && state.upserts && !upserted && !definitelyNotApplied(err, state.t.model)) collection = true
@@ -101,6 +102,7 @@ function bulkWriteHooks (marker) {
         return { collection: true }
       } else if (p.ids) {
         state.ids.push(...p.ids)
+        state.matched += p.ids.length
         resolved += p.ids.length
       } else {
         const key = spec.collation ? JSON.stringify(spec.collation) : ''
@@ -122,7 +124,8 @@ function bulkWriteHooks (marker) {
       if (options.sync === false || !Array.isArray(ops) || ops.length === 0) return
       const t = marker.target(model, 'pre:bulkWrite')
       if (!t) return
-      const state = { t, ids: [], collection: false, upserts: false, castFailed: false }
+      // matched: how many `_id`s the filtered ops resolved to (state.ids also holds inserts')
+      const state = { t, ids: [], matched: 0, collection: false, upserts: false, castFailed: false }
       const call = currentCall()
       if (call) call.finishers.push((res, err) => finish(state, res, err))
       await marker.ready(t) // a write buffered while connecting: finds need the connection
@@ -133,8 +136,12 @@ function bulkWriteHooks (marker) {
         marker.report(err, 'pre:bulkWrite', model)
         r = { collection: true }
       }
-      if (r.collection) state.collection = true
-      else state.ids.push(...r.ids)
+      if (r.collection) {
+        state.collection = true
+      } else {
+        state.ids.push(...r.ids)
+        state.matched += r.ids.length
+      }
       await marker.mark(t, state.ids, { collection: state.collection, hook: 'pre:bulkWrite' })
     } catch (err) {
       marker.report(err, 'pre:bulkWrite', model)
