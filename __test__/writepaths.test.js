@@ -547,7 +547,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
         const [RaceO, OtherO] = pair('races_one')
         const [RaceB, OtherB] = pair('races_bulk')
         const [RaceI, OtherI] = pair('races_bulk_ins')
-        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI }
+        const [RaceN, OtherN] = pair('races_bulk_named')
+        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN }
       }
     })
   })
@@ -625,5 +626,20 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     await env.converge(['races_bulk_ins'])
     expect(await env.atlas.collection('races_bulk_ins').countDocuments({ _id: late })).toBe(0)
     expect(await env.atlas.collection('races_bulk_ins').countDocuments({ g: 'kept' })).toBe(1)
+  })
+
+  // Another property counterexample: an op naming an `_id` that does not exist must not count
+  // as a match that covers the newcomer another op of the bulk updated.
+  it('bulkWrite updateOne by an absent _id + updateMany by a filter updates it, and Atlas gets that update', async () => {
+    const { RaceN: Race, OtherN: Other } = env.models
+    const late = new lib.Types.ObjectId()
+    insertInWindow(Other, { _id: late, g: 'named', n: 1 })
+    const res = await Race.bulkWrite([
+      { updateOne: { filter: { _id: new lib.Types.ObjectId() }, update: { $set: { n: 5 } } } },
+      { updateMany: { filter: { g: 'named' }, update: { $set: { n: 2 } } } }
+    ], { ordered: false })
+    expect(res.modifiedCount).toBe(1) // the late document was updated locally
+    await env.converge(['races_bulk_named'])
+    expect((await env.atlas.collection('races_bulk_named').findOne({ _id: late })).n).toBe(2)
   })
 })

@@ -82,10 +82,22 @@ function bulkWriteHooks (marker) {
     }
   }
 
+  /**
+   * Marks what the filtered ops will touch. Ops naming their `_id`s need no find; ops with other
+   * filters are found in one `$or` per collation. When the bulk has both, the `_id`-naming ops'
+   * filters join the find too, so `state.matched` counts documents that exist: an absent named
+   * `_id` must not leave room for a document that came to match in between.
+   */
   async function resolveOps (model, ops, options, state) {
     const query = model.find() // never executed: casts filters with the model's settings
     const groups = new Map()
+    const named = [] // [spec, cast filter] of ops whose `_id`s are known without a find
     let resolved = 0
+    const addToGroup = (spec, castFilter) => {
+      const key = spec.collation ? JSON.stringify(spec.collation) : ''
+      if (!groups.has(key)) groups.set(key, { collation: spec.collation, filters: [] })
+      groups.get(key).filters.push(castFilter)
+    }
     for (const op of ops) {
       const [kind, spec] = opEntry(op)
       if (kind === 'insertOne') {
@@ -102,16 +114,20 @@ function bulkWriteHooks (marker) {
         return { collection: true }
       } else if (p.ids) {
         state.ids.push(...p.ids)
-        state.matched += p.ids.length
         resolved += p.ids.length
+        named.push(spec)
       } else {
-        const key = spec.collation ? JSON.stringify(spec.collation) : ''
-        if (!groups.has(key)) groups.set(key, { collation: spec.collation, filters: [] })
-        groups.get(key).filters.push(p.castFilter)
+        addToGroup(spec, p.castFilter)
       }
     }
-    if (groups.size === 0) return { ids: [] }
-    return findGroups(model, groups, sessionFor(model, options.session), marker.cap - resolved)
+    // Every touched document was named by `_id`: no count to check.
+    if (groups.size === 0) return { ids: [], matched: Infinity }
+    for (const spec of named) {
+      const p = prepareFilter({ model, query, filter: spec.filter, cap: marker.cap, forceFind: true })
+      if (p.castFilter) addToGroup(spec, p.castFilter)
+    }
+    const r = await findGroups(model, groups, sessionFor(model, options.session), marker.cap - resolved)
+    return r.collection ? r : { ids: r.ids, matched: r.ids.length }
   }
 
   // Mongoose 8 calls this with (next, ops, options), Mongoose 9 with (ops, options).
@@ -124,7 +140,7 @@ function bulkWriteHooks (marker) {
       if (options.sync === false || !Array.isArray(ops) || ops.length === 0) return
       const t = marker.target(model, 'pre:bulkWrite')
       if (!t) return
-      // matched: how many `_id`s the filtered ops resolved to (state.ids also holds inserts')
+      // matched: documents the filtered ops' find saw (state.ids also holds inserts' `_id`s)
       const state = { t, ids: [], matched: 0, collection: false, upserts: false, castFailed: false }
       const call = currentCall()
       if (call) call.finishers.push((res, err) => finish(state, res, err))
@@ -140,7 +156,7 @@ function bulkWriteHooks (marker) {
         state.collection = true
       } else {
         state.ids.push(...r.ids)
-        state.matched += r.ids.length
+        state.matched = r.matched
       }
       await marker.mark(t, state.ids, { collection: state.collection, hook: 'pre:bulkWrite' })
     } catch (err) {
