@@ -285,6 +285,21 @@ describe.each(MONGOOSE_VERSIONS)('write paths reach Atlas (%s)', (label, lib) =>
     expect((await onAtlas('loose', { name: 'up-9-renamed' })).n).toBe(9)
   })
 
+  it('bulkWrite that upserts and then fails on another op (the error does not list the upsert)', async () => {
+    // FerretDB leaves `upserted` out of a reply with write errors, so the plugin reconciles the
+    // collection (Loose: see above) to find what the bulk inserted.
+    const { Loose } = M
+    await Loose.create({ _id: new ObjectId('6500000000000000000000f1'), name: 'taken', n: 1 })
+    await env.converge()
+    await expect(Loose.bulkWrite([
+      { updateOne: { filter: { name: 'up-10' }, update: { $set: { n: 10 } }, upsert: true } },
+      { updateOne: { filter: { _id: new ObjectId('6500000000000000000000f1'), name: 'other' }, update: { $set: { n: 2 } }, upsert: true } }
+    ], { ordered: false })).rejects.toThrow(/duplicate key/)
+    expect(await Loose.countDocuments({ name: 'up-10' })).toBe(1) // the first upsert happened locally
+    await env.converge()
+    expect((await onAtlas('loose', { name: 'up-10' })).n).toBe(10)
+  })
+
   it('bulkWrite with every operation kind', async () => {
     const { Plain, NumDoc } = M
     const seed = await Plain.insertMany(Array.from({ length: 6 }, (_, i) => ({ name: `bw-${i}`, group: i < 3 ? 'bw-a' : 'bw-b', n: i })))

@@ -67,8 +67,9 @@ function bulkWriteHooks (marker) {
         const touched = Number(result.matchedCount || 0) + Number(result.deletedCount || 0)
         if (touched > state.matched) collection = true
       }
-      // An upsert that may have happened, with no `_id` to show for it.
-      if (err && state.upserts && !upserted && !definitelyNotApplied(err, state.t.model)) collection = true
+      // A failed bulk may have upserted documents its error does not list (FerretDB leaves
+      // `upserted` out of a reply with write errors): only a collection reconcile finds them.
+      if (err && state.upserts && !definitelyNotApplied(err, state.t.model)) collection = true
       if (state.castFailed && !err && !(res && res.mongoose && res.mongoose.validationErrors &&
         res.mongoose.validationErrors.length > 0)) {
         // Mongoose ran an op whose filter did not cast for us: we cannot know what it touched.
