@@ -198,7 +198,7 @@ export interface Sync extends EventEmitter {
   enqueue(op: SyncOp | SyncOp[]): number
   metrics(): Metrics
   health(): Health
-  /** True once every op enqueued before the call is applied on Atlas (or dead-lettered); false on timeout (default 30 s). */
+  /** True once every op enqueued before the call is applied on Atlas (or dead-lettered); false on timeout (default 30 s). Waits for Mongoose writes in progress to finish (do not await it inside a write's own middleware). */
   flush(opts?: { timeoutMs?: number }): Promise<boolean>
   /** Drains up to drainTimeoutMs (default SYNC_SHUTDOWN_DRAIN_MS), then stops; the rest stays in the journal. Resolves whether all was drained. */
   close(opts?: { drainTimeoutMs?: number }): Promise<boolean>

@@ -6,6 +6,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { useServers } from './helpers/servers.js'
 import { startSyncEnv, MONGOOSE_VERSIONS } from './helpers/syncenv.js'
+import { waitFor } from './helpers/wait.js'
 
 const EXCLUDED = 'secrets'
 const MARK_CAP = 200 // small, so one test goes over it (the collection-mark path)
@@ -572,11 +573,16 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     await env?.close()
   })
 
-  /** Has `Other` insert `doc` (and drain it to Atlas) inside the next write's capture window. */
+  /**
+   * Has `Other` insert `doc` inside the next write's capture window and waits until Atlas holds
+   * it. (Not flush(): that also waits for the write whose hook this runs in, held as an intent
+   * until its post-write mark, which cannot come before this hook returns.)
+   */
   function insertInWindow (Other, doc) {
     race.inject = async () => {
       await Other.create(doc)
-      await env.flush()
+      const atlas = env.atlas.collection(Other.collection.collectionName)
+      await waitFor(`the late document ${doc._id} on Atlas`, () => atlas.findOne({ _id: doc._id }))
     }
   }
 

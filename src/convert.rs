@@ -140,7 +140,11 @@ pub fn marks_from_js(marks: Vec<NativeMark>) -> Result<Vec<NewMark>, String> {
         let value = id_from_js(m.k, m.v).map_err(at)?;
         let id = id_doc(value).map_err(|e| at(e.to_string()))?;
         out.push(NewMark {
-            kind: MarkKind::Document,
+            kind: if m.p == Some(true) {
+                MarkKind::Intent
+            } else {
+                MarkKind::Document
+            },
             db: m.d,
             coll: m.c,
             id,

@@ -8,6 +8,13 @@ const { definitelyNotApplied } = require('./query')
 
 const FILTERED = new Set(['updateOne', 'updateMany', 'replaceOne', 'deleteOne', 'deleteMany'])
 const UPSERTING = new Set(['updateOne', 'updateMany', 'replaceOne'])
+const SINGLE = new Set(['updateOne', 'replaceOne', 'deleteOne'])
+
+/** A comparable key for an `_id` (ObjectIds by hex; others by type and value). */
+function idKey (id) {
+  if (id && typeof id.toHexString === 'function') return `oid:${id.toHexString()}`
+  return `${typeof id}:${id instanceof Date ? id.getTime() : String(id)}`
+}
 
 function opEntry (op) {
   if (!op || typeof op !== 'object') return [null, null]
@@ -86,13 +93,15 @@ function bulkWriteHooks (marker) {
   /**
    * Marks what the filtered ops will touch. Ops naming their `_id`s need no find; ops with other
    * filters are found in one `$or` per collation. When the bulk has both, the `_id`-naming ops'
-   * filters join the find too, so `state.matched` counts documents that exist: an absent named
-   * `_id` must not leave room for a document that came to match in between.
+   * filters join the find too, so the count bound below only counts documents that exist: an
+   * absent named `_id` must not leave room for a document that came to match in between.
+   * @returns {Promise<{ids?: any[], matched?: number, collection?: boolean}>} `matched`: the most
+   *   documents the ops can update or delete unless one came to match after the find
    */
   async function resolveOps (model, ops, options, state) {
     const query = model.find() // never executed: casts filters with the model's settings
     const groups = new Map()
-    const named = [] // [spec, cast filter] of ops whose `_id`s are known without a find
+    const counted = [] // per filtered op: { single, spec, ids (when its filter names them) }
     let resolved = 0
     const addToGroup = (spec, castFilter) => {
       const key = spec.collation ? JSON.stringify(spec.collation) : ''
@@ -113,22 +122,37 @@ function bulkWriteHooks (marker) {
         state.castFailed = true // Mongoose rejects this op as well
       } else if (p.collection) {
         return { collection: true }
-      } else if (p.ids) {
-        state.ids.push(...p.ids)
-        resolved += p.ids.length
-        named.push(spec)
       } else {
-        addToGroup(spec, p.castFilter)
+        const single = SINGLE.has(kind)
+        if (p.ids) {
+          state.ids.push(...p.ids)
+          resolved += p.ids.length
+          counted.push({ single, spec, ids: p.ids })
+        } else {
+          addToGroup(spec, p.castFilter)
+          counted.push({ single, spec, ids: null })
+        }
       }
     }
     // Every touched document was named by `_id`: no count to check.
     if (groups.size === 0) return { ids: [], matched: Infinity }
-    for (const spec of named) {
-      const p = prepareFilter({ model, query, filter: spec.filter, cap: marker.cap, forceFind: true })
-      if (p.castFilter) addToGroup(spec, p.castFilter)
+    for (const c of counted) {
+      if (!c.ids) continue
+      const p = prepareFilter({ model, query, filter: c.spec.filter, cap: marker.cap, forceFind: true })
+      if (p.castFilter) addToGroup(c.spec, p.castFilter)
     }
     const r = await findGroups(model, groups, sessionFor(model, options.session), marker.cap - resolved)
-    return r.collection ? r : { ids: r.ids, matched: r.ids.length }
+    if (r.collection) return r
+    // Without a newcomer, each op touches only found documents: its named ones that exist, or
+    // any found one; a single-document op at most one. (Summing per op, not counting unique
+    // documents, keeps ops that overlap from looking like a race.)
+    const found = new Set(r.ids.map(idKey))
+    let matched = 0
+    for (const c of counted) {
+      const n = c.ids ? c.ids.filter((id) => found.has(idKey(id))).length : found.size
+      matched += c.single ? Math.min(1, n) : n
+    }
+    return { ids: r.ids, matched }
   }
 
   // Mongoose 8 calls this with (next, ops, options), Mongoose 9 with (ops, options).
@@ -141,7 +165,7 @@ function bulkWriteHooks (marker) {
       if (options.sync === false || !Array.isArray(ops) || ops.length === 0) return
       const t = marker.target(model, 'pre:bulkWrite')
       if (!t) return
-      // matched: documents the filtered ops' find saw (state.ids also holds inserts' `_id`s)
+      // matched: the most documents the filtered ops can touch (state.ids also holds inserts')
       const state = { t, ids: [], matched: 0, collection: false, upserts: false, castFailed: false }
       const call = currentCall()
       if (call) call.finishers.push((res, err) => finish(state, res, err))

@@ -58,6 +58,11 @@ pub struct MarkQueue {
     /// Wake the dispatcher on every enqueue (worker interval 0). Otherwise it
     /// polls, which spares the app's thread a cross-thread wake-up per write.
     pub eager_wake: std::sync::atomic::AtomicBool,
+    /// Set by the dispatcher when it waits and could take marks; the first
+    /// enqueue that wants it awake clears it and wakes it. While it is paused
+    /// or at its in-flight cap it does not arm, so a backlog does not cost
+    /// every write a futex wake-up of a thread that would go back to sleep.
+    pub wake_armed: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,6 +97,7 @@ impl MarkQueue {
             notify: tokio::sync::Notify::new(),
             recovered_end: end,
             eager_wake: std::sync::atomic::AtomicBool::new(true),
+            wake_armed: std::sync::atomic::AtomicBool::new(true),
             journal,
         }
     }
@@ -154,10 +160,25 @@ impl MarkQueue {
         }
         let end = self.journal.end();
         drop(payloads);
-        if self.eager_wake.load(Relaxed) || self.mem.len() * 2 >= self.mem.capacity() {
+        if self.wants_dispatcher()
+            && self.wake_armed.load(Relaxed)
+            && self.wake_armed.swap(false, AcqRel)
+        {
             self.notify.notify_one();
         }
         Ok(end)
+    }
+
+    /// True when queued marks should be handed over now rather than at the
+    /// dispatcher's next poll: every mark when the worker interval is zero,
+    /// else once memory is half full.
+    pub fn wants_dispatcher(&self) -> bool {
+        let len = self.mem.len();
+        if self.eager_wake.load(Relaxed) {
+            len > 0 || self.disk_pending.load(Relaxed) > 0
+        } else {
+            len > 0 && len * 2 >= self.mem.capacity()
+        }
     }
 
     /// Takes up to `max` marks in journal order (memory first, then disk).

@@ -285,7 +285,8 @@ impl Worker {
                 break;
             }
             let room = cap.saturating_sub(self.pending());
-            let marks = if self.paused.load(Acquire) || room == 0 {
+            let can_take = !self.paused.load(Acquire) && room > 0;
+            let marks = if !can_take {
                 Vec::new()
             } else {
                 self.queue.take(room.min(4096))
@@ -324,6 +325,14 @@ impl Worker {
                 last_sync = Instant::now();
             }
             if got == 0 {
+                if can_take {
+                    self.queue.wake_armed.store(true, Release);
+                    // A mark that arrived between take() and arming found
+                    // the wake disarmed: look again instead of sleeping.
+                    if self.queue.wants_dispatcher() {
+                        continue;
+                    }
+                }
                 tokio::select! {
                     _ = self.queue.notify.notified() => {}
                     _ = self.dispatcher_wake.notified() => {}
