@@ -20,6 +20,12 @@ export declare class NativeEngine {
    * waits on the network. Returns how many were accepted.
    */
   enqueue(marks: Array<NativeMark>): number
+  /**
+   * One mark as positional arguments (the fields of `NativeMark`): the
+   * same as `enqueue([mark])` without building and reading back an
+   * object and an array on the app's thread.
+   */
+  enqueueOne(c: string, d: string, k: number, v?: string | number | Buffer | undefined | null, p?: boolean | undefined | null): number
   /** Metrics snapshot (plain JSON object). */
   metrics(): any
   /**

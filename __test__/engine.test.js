@@ -55,6 +55,29 @@ describe('engine', () => {
     expect(result[0].atlasCount).toBe(ids.length - 1)
   })
 
+  // The plugin's pre-write marks are intents: sending one before its write lands would be
+  // wasted, and a crash after the write must still replay it. Both call shapes must carry it.
+  it.each([
+    ['one op', (op) => sync.enqueue(op)],
+    ['an array', (op) => sync.enqueue([op])]
+  ])('holds a pre-write (intent) mark passed as %s until the post-write mark comes', async (_shape, enqueue) => {
+    const coll = client.db(dbName).collection('intents')
+    const atlas = new MongoClient(servers.atlas.uri)
+    try {
+      const _id = new ObjectId()
+      await coll.insertOne({ _id, n: 1 })
+      expect(enqueue({ collection: 'intents', id: _id, phase: 'pre' })).toBe(1)
+      // Held for its 30 s intent delay: a short flush cannot complete.
+      expect(await sync.flush({ timeoutMs: 500 })).toBe(false)
+      expect(await atlas.db(dbName).collection('intents').countDocuments({ _id })).toBe(0)
+      expect(enqueue({ collection: 'intents', id: _id })).toBe(1)
+      expect(await sync.flush({ timeoutMs: 30000 })).toBe(true)
+      expect(await atlas.db(dbName).collection('intents').findOne({ _id })).toEqual({ _id, n: 1 })
+    } finally {
+      await atlas.close()
+    }
+  })
+
   it('coalesces repeated marks of a hot document into fewer writes', async () => {
     const coll = client.db(dbName).collection('hot')
     const _id = new ObjectId()

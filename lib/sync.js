@@ -145,20 +145,36 @@ class Sync extends EventEmitter {
    * @returns {number} ops accepted
    */
   enqueue (ops) {
-    const list = Array.isArray(ops) ? ops : [ops]
+    if (!Array.isArray(ops)) return this._enqueueOne(ops)
     const encoded = []
     const problems = []
-    list.forEach((op, i) => {
+    ops.forEach((op, i) => {
       try {
         encoded.push(encodeOp(op, this.config.localDb))
       } catch (e) {
-        problems.push(Array.isArray(ops) ? `[${i}] ${e.message}` : e.message)
+        problems.push(`[${i}] ${e.message}`)
       }
     })
     const n = this._enqueueEncoded(encoded)
     this._invalidOps += problems.length
     if (problems.length) throw new TypeError(problems.join('\n'))
     return n
+  }
+
+  /** One op, passed to the addon as arguments (the common, hot case of enqueue). */
+  _enqueueOne (op) {
+    let e
+    try {
+      e = encodeOp(op, this.config.localDb)
+    } catch (err) {
+      this._invalidOps++
+      throw err
+    }
+    try {
+      return this._native().enqueueOne(e.c, e.d, e.k, e.v, e.p)
+    } catch (err) {
+      throw wrapNativeError(err, this._secrets)
+    }
   }
 
   /** @returns {object} metrics snapshot */

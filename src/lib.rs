@@ -92,6 +92,21 @@ impl NativeEngine {
         Ok(n)
     }
 
+    /// One mark as positional arguments (the fields of `NativeMark`): the
+    /// same as `enqueue([mark])` without building and reading back an
+    /// object and an array on the app's thread.
+    #[napi]
+    pub fn enqueue_one(
+        &self,
+        c: String,
+        d: String,
+        k: u32,
+        v: Option<Either3<String, f64, Buffer>>,
+        p: Option<bool>,
+    ) -> Result<u32> {
+        self.enqueue(vec![NativeMark { c, d, k, v, p }])
+    }
+
     /// Metrics snapshot (plain JSON object).
     #[napi]
     pub fn metrics(&self) -> Result<serde_json::Value> {
