@@ -547,7 +547,7 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
         const pair = (coll) => {
           const schema = new m.Schema({ g: String, n: Number })
           schema.plugin(sync.plugin) // capture hooks first, so the hook below runs after its find
-          schema.pre(['updateOne', 'updateMany', 'deleteMany', 'bulkWrite'], async function injectConcurrentInsert () {
+          schema.pre(['updateOne', 'updateMany', 'deleteOne', 'deleteMany', 'bulkWrite'], async function injectConcurrentInsert () {
             const inject = race.inject
             race.inject = null
             if (inject) await inject()
@@ -564,7 +564,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
         const [RaceB, OtherB] = pair('races_bulk')
         const [RaceI, OtherI] = pair('races_bulk_ins')
         const [RaceN, OtherN] = pair('races_bulk_named')
-        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN }
+        const [RaceS, OtherS] = pair('races_del_one')
+        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS }
       }
     })
   })
@@ -662,5 +663,26 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     expect(res.modifiedCount).toBe(1) // the late document was updated locally
     await env.converge(['races_bulk_named'])
     expect((await env.atlas.collection('races_bulk_named').findOne({ _id: late })).n).toBe(2)
+  })
+
+  // Equal counts, different document: the one the find named stops matching in the window and
+  // a newcomer takes its place, so deleteOne deletes the newcomer.
+  it('deleteOne by a non-_id filter that takes a newcomer instead of the found document', async () => {
+    const { RaceS: Race, OtherS: Other } = env.models
+    const found = await Race.create({ g: 'del1', n: 1 })
+    await env.converge(['races_del_one'])
+    const late = new lib.Types.ObjectId()
+    race.inject = async () => {
+      await Other.updateOne({ _id: found._id }, { $set: { g: 'moved' } })
+      await Other.create({ _id: late, g: 'del1', n: 1 })
+      const atlas = env.atlas.collection('races_del_one')
+      await waitFor('the newcomer and the move on Atlas', async () =>
+        (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ g: 'moved' })) === 1)
+    }
+    const res = await Race.deleteOne({ g: 'del1' })
+    expect(res.deletedCount).toBe(1)
+    expect(await Race.countDocuments({ _id: late })).toBe(0) // the newcomer was the one deleted
+    await env.converge(['races_del_one'])
+    expect(await env.atlas.collection('races_del_one').countDocuments({ _id: late })).toBe(0)
   })
 })

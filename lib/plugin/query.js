@@ -1,7 +1,7 @@
 'use strict'
 // Query middleware for every query that writes.
 
-const { resolveFilter } = require('./resolve')
+const { resolveFilter, sessionFor } = require('./resolve')
 const { docId } = require('./ids')
 
 const QUERY_WRITES = [
@@ -58,7 +58,7 @@ function queryHooks (marker, key) {
       if (options.sync === false) return
       const t = marker.target(model, hook)
       if (!t) return
-      const state = { t, ids: [], collection: false, castError: null }
+      const state = { t, ids: [], found: false, collection: false, castError: null }
       this[key] = state
       await marker.ready(t) // a write buffered while connecting: the find needs the connection
       let r
@@ -82,6 +82,7 @@ function queryHooks (marker, key) {
         return
       }
       state.ids = r.ids || []
+      state.found = Boolean(r.found)
       state.collection = Boolean(r.collection)
       await marker.mark(t, state.ids, { collection: state.collection, hook })
     } catch (err) {
@@ -109,6 +110,16 @@ function queryHooks (marker, key) {
       // More documents touched than the pre-write find named: some came to
       // match the filter in between. Reconcile the collection to cover them.
       if (!collection && COUNTED.has(op) && res && typeof res === 'object' && touchedCount(res) > state.ids.length) collection = true
+      // A deleteOne by a non-`_id` filter deleted one document while every document its find
+      // named is still there: it took one that came to match in between, unmarked.
+      if (!collection && op === 'deleteOne' && state.found && state.ids.length > 0 && touchedCount(res) === 1) {
+        try {
+          if (await allStillExist(model, state.ids, options.session)) collection = true
+        } catch (err) {
+          marker.report(err, hook, model)
+          collection = true
+        }
+      }
       // findOneAndUpdate/Replace with upsert returning the old document (null: it inserted one)
       // does not say which `_id` it inserted: look it up by the filter.
       if (!collection && UPSERTING.has(op) && FIND_AND_MODIFY.has(op) && options.upsert && !found.known) {
@@ -157,6 +168,15 @@ function queryHooks (marker, key) {
   }
 
   return { pre: dualsyncPreQuery, post: dualsyncPostQuery, error: dualsyncQueryError }
+}
+
+/** True when every one of `ids` is still in the model's collection (read from the primary). */
+async function allStillExist (model, ids, session) {
+  const opts = { projection: { _id: 1 }, readPreference: 'primary' }
+  const s = sessionFor(model, session)
+  if (s) opts.session = s
+  const left = await model.collection.collection.find({ _id: { $in: ids } }, opts).toArray()
+  return left.length === ids.length
 }
 
 /** Writes whose result is a count (not a document that could hold such a field). */

@@ -9,6 +9,7 @@ const { rawIdsFromFilter, cloneFilter } = require('./ids')
  * @property {any[]} [ids]           the matched `_id`s
  * @property {boolean} [collection]  too many to list (or unknowable): reconcile the collection
  * @property {Error} [castError]     the filter does not cast, so Mongoose will reject the write too
+ * @property {boolean} [found]       the `_id`s come from a find (the filter did not name them)
  */
 
 /**
@@ -93,11 +94,12 @@ function prepareFilter ({ model, query, filter, cap, forceFind = false }) {
 async function resolveFilter (args) {
   const p = prepareFilter(args)
   if (!p.castFilter) return p
-  return findIds(args.model, p.castFilter, {
+  const r = await findIds(args.model, p.castFilter, {
     session: sessionFor(args.model, args.session),
     collation: args.collation,
     cap: args.cap
   })
+  return { ...r, found: true }
 }
 
 module.exports = { resolveFilter, prepareFilter, findIds, sessionFor }
