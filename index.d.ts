@@ -94,6 +94,7 @@ export interface Metrics {
   deadLetters: number
   invalidOps: number
   /** Successful batches / all batch attempts (0..1). */
+  /** Succeeded / all batch attempts of the last 5 minutes (1 when there were none). Lifetime counts: `batches`, `failures.batches`. */
   successRate: number
   throughput: { appliedPerSec: number }
   applyLatencyMs: Percentiles

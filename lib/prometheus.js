@@ -92,7 +92,7 @@ function families (m, { prefix = DEFAULT_PREFIX, now = Date.now() } = {}) {
   const since = atlas.since ? Date.parse(atlas.since) : NaN
   fam('atlas_state_since_seconds', 'gauge', 'Seconds the Atlas connection has been in its current state (connected or not).',
     one(Number.isFinite(since) ? Math.max(0, (now - since) / 1000) : 0))
-  fam('success_ratio', 'gauge', 'Share of batches applied without failure (0..1).',
+  fam('success_ratio', 'gauge', 'Share of batch attempts of the last 5 minutes that succeeded (0..1; 1 when there were none).',
     one(typeof snapshot.successRate === 'number' ? snapshot.successRate : 1))
   fam('applied_per_second', 'gauge', 'Documents applied to Atlas per second (recent window).',
     one(snapshot.throughput && snapshot.throughput.appliedPerSec))

@@ -53,6 +53,53 @@ impl LatencyHistogram {
 #[derive(Default)]
 struct RateWindow(Vec<(Instant, u64)>);
 
+/// Batch outcomes of the last `SUCCESS_WINDOW_MS`, in buckets, so the success
+/// rate (and the health check built on it) recovers once an outage is over
+/// instead of being diluted by, or stuck on, the whole uptime.
+#[derive(Default)]
+pub struct OutcomeWindow(std::collections::VecDeque<(u64, u64, u64)>);
+
+pub const SUCCESS_WINDOW_MS: u64 = 5 * 60 * 1000;
+const OUTCOME_BUCKET_MS: u64 = 10_000;
+
+impl OutcomeWindow {
+    fn prune(&mut self, now_ms: u64) {
+        let oldest = now_ms.saturating_sub(SUCCESS_WINDOW_MS) / OUTCOME_BUCKET_MS;
+        while self.0.front().is_some_and(|b| b.0 <= oldest) {
+            self.0.pop_front();
+        }
+    }
+
+    pub fn record(&mut self, ok: bool, now_ms: u64) {
+        self.prune(now_ms);
+        let bucket = now_ms / OUTCOME_BUCKET_MS;
+        if self.0.back().is_none_or(|b| b.0 != bucket) {
+            self.0.push_back((bucket, 0, 0));
+        }
+        if let Some(b) = self.0.back_mut() {
+            if ok {
+                b.1 += 1;
+            } else {
+                b.2 += 1;
+            }
+        }
+    }
+
+    /// Succeeded / all batch attempts in the window; 1 when there were none.
+    pub fn success_rate(&mut self, now_ms: u64) -> f64 {
+        self.prune(now_ms);
+        let (ok, failed) = self
+            .0
+            .iter()
+            .fold((0u64, 0u64), |(o, f), b| (o + b.1, f + b.2));
+        if ok + failed == 0 {
+            1.0
+        } else {
+            ok as f64 / (ok + failed) as f64
+        }
+    }
+}
+
 /// All engine metrics. Cheap to update from any thread.
 pub struct Metrics {
     pub started: Instant,
@@ -79,6 +126,7 @@ pub struct Metrics {
     /// db → collection → counters (nested so a lookup allocates nothing).
     collections: Mutex<HashMap<String, HashMap<String, std::sync::Arc<CollectionCounters>>>>,
     rate: Mutex<RateWindow>,
+    outcomes: Mutex<OutcomeWindow>,
 }
 
 impl Default for Metrics {
@@ -106,6 +154,7 @@ impl Default for Metrics {
             last_error: Mutex::new(None),
             collections: Mutex::new(HashMap::new()),
             rate: Mutex::new(RateWindow::default()),
+            outcomes: Mutex::new(OutcomeWindow::default()),
         }
     }
 }
@@ -129,6 +178,18 @@ fn iso(ms: u64) -> Value {
 }
 
 impl Metrics {
+    /// Counts one batch attempt: lifetime counters and the success window.
+    pub fn record_batch(&self, ok: bool) {
+        if ok {
+            self.batches.fetch_add(1, Relaxed);
+        } else {
+            self.batches_failed.fetch_add(1, Relaxed);
+        }
+        if let Ok(mut w) = self.outcomes.lock() {
+            w.record(ok, now_ms());
+        }
+    }
+
     /// Counters of one collection, created on first use. On the enqueue
     /// hot path: a hit allocates nothing.
     pub fn collection(&self, db: &str, coll: &str) -> std::sync::Arc<CollectionCounters> {
@@ -186,10 +247,9 @@ impl Metrics {
         let deletes = self.deletes.load(Relaxed);
         let batches = self.batches.load(Relaxed);
         let failed = self.batches_failed.load(Relaxed);
-        let success_rate = if batches + failed == 0 {
-            1.0
-        } else {
-            batches as f64 / (batches + failed) as f64
+        let success_rate = match self.outcomes.lock() {
+            Ok(mut w) => w.success_rate(now_ms()),
+            Err(_) => 1.0,
         };
         let collections: Map<String, Value> = match self.collections.lock() {
             Ok(m) => m
@@ -260,6 +320,30 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn success_rate_covers_the_last_five_minutes_only() {
+        let mut w = OutcomeWindow::default();
+        let t0 = 1_700_000_000_000;
+        assert_eq!(w.success_rate(t0), 1.0);
+        for i in 0..90 {
+            w.record(true, t0 + i * 1000);
+        }
+        for i in 0..10 {
+            w.record(false, t0 + 90_000 + i * 1000);
+        }
+        assert!((w.success_rate(t0 + 100_000) - 0.9).abs() < 1e-9);
+        // The outage's failures age out; the rate recovers without new successes diluting it.
+        assert_eq!(
+            w.success_rate(t0 + 100_000 + SUCCESS_WINDOW_MS + 10_000),
+            1.0
+        );
+        // Only the recent failures count, whatever came long before.
+        let later = t0 + 3 * SUCCESS_WINDOW_MS;
+        w.record(false, later);
+        w.record(true, later + 1);
+        assert!((w.success_rate(later + 2) - 0.5).abs() < 1e-9);
+    }
 
     #[test]
     fn histogram_percentiles_follow_records() {

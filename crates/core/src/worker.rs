@@ -515,7 +515,7 @@ impl Worker {
             match attempt {
                 Ok(outcomes) => {
                     backoff.reset();
-                    self.metrics.batches.fetch_add(1, Relaxed);
+                    self.metrics.record_batch(true);
                     self.metrics
                         .apply_latency
                         .record(started.elapsed().as_millis() as u64);
@@ -534,7 +534,7 @@ impl Worker {
                     return;
                 }
                 Err(failure) => {
-                    self.metrics.batches_failed.fetch_add(1, Relaxed);
+                    self.metrics.record_batch(false);
                     self.metrics.transient_failures.fetch_add(1, Relaxed);
                     let newly_down = self.metrics.set_atlas_connected(false).is_some();
                     self.metrics.set_last_error(Some(failure.message.clone()));
