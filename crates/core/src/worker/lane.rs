@@ -1,0 +1,306 @@
+//! A lane: takes batches of its documents, applies them (retrying transient
+//! failures), then settles each document: done, requeued or dead-lettered.
+
+use super::*;
+
+impl Worker {
+    fn next_batch(&self, lane: &Lane) -> Result<Vec<(DocKey, PendingDoc)>, Option<Duration>> {
+        let mut st = lock(&lane.state);
+        if st.docs.is_empty() {
+            st.oldest = None;
+            return Err(None);
+        }
+        let now = Instant::now();
+        let full = st.docs.len() >= self.settings.batch_size;
+        let waited = st.oldest.map_or(Duration::ZERO, |t| now.duration_since(t));
+        let urgent = self.urgent.load(Relaxed) > 0 || self.shutdown.load(Relaxed);
+        if !full && !urgent && waited < self.settings.interval {
+            return Err(Some(self.settings.interval - waited));
+        }
+        let mut batch = Vec::with_capacity(self.settings.batch_size);
+        let mut deferred = Vec::new();
+        let mut soonest: Option<Instant> = None;
+        while batch.len() < self.settings.batch_size {
+            let Some(key) = st.order.pop_front() else {
+                break;
+            };
+            let ready = st
+                .docs
+                .get(&key)
+                .is_some_and(|d| d.not_before.is_none_or(|t| t <= now));
+            if ready {
+                if let Some(doc) = st.docs.remove(&key) {
+                    batch.push((key, doc));
+                }
+            } else {
+                if let Some(t) = st.docs.get(&key).and_then(|d| d.not_before) {
+                    soonest = Some(soonest.map_or(t, |s| s.min(t)));
+                }
+                deferred.push(key);
+                if deferred.len() > st.docs.len() {
+                    break;
+                }
+            }
+        }
+        for k in deferred.into_iter().rev() {
+            st.order.push_front(k);
+        }
+        st.oldest = if st.docs.is_empty() { None } else { Some(now) };
+        if batch.is_empty() {
+            return Err(soonest.map(|t| t.saturating_duration_since(now)));
+        }
+        Ok(batch)
+    }
+
+    /// One lane: batches until shutdown.
+    pub async fn run_lane(self: Arc<Self>, index: usize) {
+        let lane = &self.lanes[index];
+        let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
+        loop {
+            if self.shutdown.load(Acquire) {
+                return;
+            }
+            if self.paused.load(Acquire) {
+                lane.wake.notified().await;
+                continue;
+            }
+            let batch = match self.next_batch(lane) {
+                Ok(b) => b,
+                Err(wait) => {
+                    let wait = wait.unwrap_or(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = lane.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+            };
+            self.apply_until_done(lane, batch, &mut backoff).await;
+        }
+    }
+
+    async fn apply_until_done(
+        &self,
+        lane: &Lane,
+        batch: Vec<(DocKey, PendingDoc)>,
+        backoff: &mut Backoff,
+    ) {
+        let docs: Vec<BatchDoc> = batch
+            .iter()
+            .map(|(k, _)| BatchDoc {
+                ns: k.ns.clone(),
+                id: k.id.clone(),
+            })
+            .collect();
+        loop {
+            let started = Instant::now();
+            // A black-holed connection can stall a command indefinitely; the
+            // writes are idempotent, so giving up and resending is safe.
+            let attempt = tokio::time::timeout(BATCH_TIMEOUT, self.applier.apply(&docs)).await;
+            let attempt = attempt.unwrap_or_else(|_| {
+                Err(crate::apply::TransientFailure {
+                    message: format!("batch timed out after {} s", BATCH_TIMEOUT.as_secs()),
+                })
+            });
+            match attempt {
+                Ok(outcomes) => {
+                    backoff.reset();
+                    self.metrics.record_batch(true);
+                    self.metrics
+                        .apply_latency
+                        .record(started.elapsed().as_millis() as u64);
+                    let recovered = self.metrics.set_atlas_connected(true);
+                    if let Some(down_ms) =
+                        recovered.filter(|_| self.metrics.transient_failures.load(Relaxed) > 0)
+                    {
+                        tracing::info!(
+                            "✓ Atlas reachable again after {} s of failures",
+                            down_ms / 1000
+                        );
+                    }
+                    self.metrics.set_last_error(None);
+                    self.metrics.last_success_ms.store(now_ms(), Relaxed);
+                    self.settle(lane, batch, outcomes);
+                    return;
+                }
+                Err(failure) => {
+                    self.metrics.record_batch(false);
+                    self.metrics.transient_failures.fetch_add(1, Relaxed);
+                    let newly_down = self.metrics.set_atlas_connected(false).is_some();
+                    self.metrics.set_last_error(Some(failure.message.clone()));
+                    let delay = backoff.next_delay();
+                    // One warning per outage; the retries themselves are debug noise.
+                    if newly_down {
+                        tracing::warn!(
+                            "Atlas writes failing, retrying with backoff until they succeed (writes keep being journaled): {}",
+                            failure.message
+                        );
+                    } else {
+                        tracing::debug!(
+                            "batch of {} failed, retrying in {} ms: {}",
+                            docs.len(),
+                            delay.as_millis(),
+                            failure.message
+                        );
+                    }
+                    if self.shutdown.load(Acquire) {
+                        return; // still in the journal: replayed at next start
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = lane.wake.notified(), if self.shutdown.load(Acquire) => {}
+                    }
+                    if self.shutdown.load(Acquire) {
+                        return;
+                    }
+                    self.metrics.retries.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    fn settle(&self, lane: &Lane, batch: Vec<(DocKey, PendingDoc)>, outcomes: Vec<DocOutcome>) {
+        let now = now_ms();
+        for ((key, doc), outcome) in batch.into_iter().zip(outcomes) {
+            let counters = self.metrics.collection(&key.ns.db, &key.ns.coll);
+            match outcome {
+                DocOutcome::Upserted | DocOutcome::Deleted => {
+                    if outcome == DocOutcome::Upserted {
+                        self.metrics.upserts.fetch_add(1, Relaxed);
+                        counters.upserts.fetch_add(1, Relaxed);
+                    } else {
+                        self.metrics.deletes.fetch_add(1, Relaxed);
+                        counters.deletes.fetch_add(1, Relaxed);
+                    }
+                    self.metrics
+                        .lag
+                        .record(now.saturating_sub(doc.first_enqueued_ms));
+                    if !self.dead.is_empty() {
+                        if let Err(e) = self.dead.resolve(&key.ns, &key.id) {
+                            tracing::error!("{e}");
+                        }
+                    }
+                    if doc.later_intents.is_empty() {
+                        self.finish(doc);
+                    } else {
+                        self.carry_intents(lane, key, doc);
+                    }
+                }
+                DocOutcome::Rejected { code, message } => {
+                    self.metrics.permanent_failures.fetch_add(1, Relaxed);
+                    counters.failures.fetch_add(1, Relaxed);
+                    let attempts = doc.attempts + 1;
+                    if attempts > self.settings.max_retries {
+                        self.dead_letter(&key, code, &message, attempts, doc);
+                    } else {
+                        self.metrics.retries.fetch_add(1, Relaxed);
+                        let delay =
+                            self.settings.backoff_min * 2u32.saturating_pow(attempts.min(16));
+                        let delay = delay.min(self.settings.backoff_max);
+                        self.requeue(lane, key, doc, attempts, Instant::now() + delay);
+                    }
+                }
+            }
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        key: &DocKey,
+        code: Option<i32>,
+        message: &str,
+        attempts: u32,
+        doc: PendingDoc,
+    ) {
+        tracing::error!(
+            "{} _id {} moved to dead letters after {attempts} attempts: {message}",
+            key.ns,
+            crate::mark::id_value(&key.id).map_or_else(|| "?".to_string(), |v| v.to_string())
+        );
+        match self.dead.add(&key.ns, &key.id, code, message, attempts) {
+            Ok(()) => {
+                self.metrics.dead_lettered.fetch_add(1, Relaxed);
+                self.finish(doc);
+            }
+            Err(e) => {
+                // Cannot record it: keep it pending rather than lose it.
+                tracing::error!("{e}");
+                let lane = &self.lanes[self.lane_of(key)];
+                self.requeue(
+                    lane,
+                    key.clone(),
+                    doc,
+                    attempts,
+                    Instant::now() + self.settings.backoff_max,
+                );
+            }
+        }
+    }
+
+    fn requeue(
+        &self,
+        lane: &Lane,
+        key: DocKey,
+        mut doc: PendingDoc,
+        attempts: u32,
+        not_before: Instant,
+    ) {
+        let mut st = lock(&lane.state);
+        match st.docs.entry(key.clone()) {
+            Entry::Occupied(mut e) => {
+                // A newer mark arrived meanwhile: merge, keep the failure count.
+                let newer = e.get_mut();
+                newer.seqs.append(&mut doc.seqs);
+                newer.later_intents.append(&mut doc.later_intents);
+                if !(doc.intent && attempts == 0) {
+                    newer.attempts = attempts;
+                    newer.not_before = Some(not_before);
+                }
+                newer.first_enqueued_ms = newer.first_enqueued_ms.min(doc.first_enqueued_ms);
+                self.pending_docs.fetch_sub(1, Relaxed);
+            }
+            Entry::Vacant(v) => {
+                doc.attempts = attempts;
+                doc.not_before = Some(not_before);
+                v.insert(doc);
+                st.order.push_back(key);
+                st.oldest.get_or_insert_with(Instant::now);
+            }
+        }
+        drop(st);
+        lane.wake.notify_one();
+    }
+
+    /// After a send, intents that arrived while it waited become a new
+    /// intent entry: their writes may not have committed when it read.
+    fn carry_intents(&self, lane: &Lane, key: DocKey, doc: PendingDoc) {
+        let PendingDoc {
+            seqs,
+            later_intents,
+            first_enqueued_ms,
+            ..
+        } = doc;
+        let carried = PendingDoc {
+            intent: true,
+            later_intents: Vec::new(),
+            seqs: later_intents,
+            first_enqueued_ms,
+            attempts: 0,
+            not_before: None,
+        };
+        self.release(&seqs);
+        self.requeue(
+            lane,
+            key,
+            carried,
+            0,
+            Instant::now() + self.settings.intent_delay,
+        );
+    }
+
+    fn finish(&self, doc: PendingDoc) {
+        self.pending_docs.fetch_sub(1, Relaxed);
+        self.release(&doc.seqs);
+        self.release(&doc.later_intents);
+    }
+}

@@ -1,0 +1,273 @@
+//! The drain worker: a dispatcher takes marks from the queue in journal
+//! order and routes each document to a lane by hash, so one document is
+//! always handled by one lane, one batch at a time (per-document order).
+//! Lanes coalesce marks of the same document, apply batches through the
+//! [`Applier`], retry transient failures without limit and dead-letter
+//! documents Atlas keeps refusing. The dispatcher alone computes the
+//! checkpoint: the first journal position not yet applied.
+//!
+//! This file holds the shared state and routing; `dispatcher` moves marks from
+//! the queue to the lanes, `lane` sends batches and settles their outcomes.
+
+use crate::apply::{Applier, BatchDoc, DocOutcome};
+use crate::classify::Backoff;
+use crate::deadletter::DeadLetterStore;
+use crate::mark::{Mark, MarkKind, Namespace};
+use crate::metrics::{now_ms, Metrics};
+use crate::queue::MarkQueue;
+use bson::RawDocumentBuf;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Longest one batch may take before it is abandoned and resent.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Identity of a document: namespace + `{_id}` bytes.
+#[derive(Clone)]
+pub struct DocKey {
+    pub ns: Arc<Namespace>,
+    pub id: Arc<RawDocumentBuf>,
+}
+
+impl PartialEq for DocKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.ns == o.ns && self.id.as_bytes() == o.id.as_bytes()
+    }
+}
+impl Eq for DocKey {}
+impl Hash for DocKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.ns.hash(h);
+        self.id.as_bytes().hash(h);
+    }
+}
+
+/// A document waiting in a lane, with every journal position that asked for it.
+struct PendingDoc {
+    /// Only intents so far: held until `not_before` unless a later mark comes.
+    intent: bool,
+    /// Intents that joined an entry already waiting to be sent: that send may
+    /// read before their write commits, so they outlive it (see `settle`).
+    later_intents: Vec<u64>,
+    seqs: Vec<u64>,
+    first_enqueued_ms: u64,
+    attempts: u32,
+    not_before: Option<Instant>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    docs: HashMap<DocKey, PendingDoc>,
+    order: VecDeque<DocKey>,
+    oldest: Option<Instant>,
+}
+
+struct Lane {
+    state: Mutex<LaneState>,
+    wake: tokio::sync::Notify,
+}
+
+/// Settings the worker reads at run time.
+pub struct WorkerSettings {
+    pub batch_size: usize,
+    pub interval: Duration,
+    pub max_retries: u32,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub fsync_interval: Duration,
+    /// Longest an intent (pre-write mark) waits for its post-write mark.
+    pub intent_delay: Duration,
+    /// Documents the lanes may hold at once (part of the memory budget).
+    pub inflight_cap: usize,
+}
+
+/// Called for a collection mark: reconciles the collection by enqueueing a
+/// (journaled) mark for every document that differs; returns how many.
+pub type CollectionScanner = Arc<
+    dyn Fn(Arc<Namespace>) -> futures_util::future::BoxFuture<'static, Result<u64, String>>
+        + Send
+        + Sync,
+>;
+
+pub struct Worker {
+    pub queue: Arc<MarkQueue>,
+    pub metrics: Arc<Metrics>,
+    pub dead: Arc<DeadLetterStore>,
+    pub applier: Arc<Applier>,
+    pub settings: WorkerSettings,
+    lanes: Vec<Lane>,
+    /// journal position -> how many pending documents still refer to it
+    inflight: Mutex<BTreeMap<u64, u32>>,
+    pending_docs: AtomicUsize,
+    pub paused: AtomicBool,
+    pub shutdown: AtomicBool,
+    /// Number of `flush()` callers waiting: lanes skip the batching delay.
+    pub urgent: AtomicUsize,
+    /// Everything before this journal position is applied or dead-lettered.
+    pub done_before: tokio::sync::watch::Sender<u64>,
+    pub dispatcher_wake: tokio::sync::Notify,
+    pub scanner: Mutex<Option<CollectionScanner>>,
+    /// Collection scans running, and finished so far (flush re-checks when
+    /// a scan finished while it waited, since its repairs are new marks).
+    pub active_scans: AtomicUsize,
+    pub scans_completed: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Worker {
+    pub fn new(
+        queue: Arc<MarkQueue>,
+        metrics: Arc<Metrics>,
+        dead: Arc<DeadLetterStore>,
+        applier: Arc<Applier>,
+        settings: WorkerSettings,
+        lanes: usize,
+        start: u64,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            queue,
+            metrics,
+            dead,
+            applier,
+            settings,
+            lanes: (0..lanes.max(1))
+                .map(|_| Lane {
+                    state: Mutex::new(LaneState::default()),
+                    wake: tokio::sync::Notify::new(),
+                })
+                .collect(),
+            inflight: Mutex::new(BTreeMap::new()),
+            pending_docs: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            urgent: AtomicUsize::new(0),
+            done_before: tokio::sync::watch::channel(start).0,
+            dispatcher_wake: tokio::sync::Notify::new(),
+            scanner: Mutex::new(None),
+            active_scans: AtomicUsize::new(0),
+            scans_completed: AtomicUsize::new(0),
+        })
+    }
+
+    /// Documents taken from the queue but not yet applied.
+    pub fn pending(&self) -> usize {
+        self.pending_docs.load(Relaxed)
+    }
+
+    /// Wall-clock ms of the oldest mark still waiting in a lane.
+    pub fn oldest_pending_ms(&self) -> Option<u64> {
+        self.lanes
+            .iter()
+            .filter_map(|l| {
+                lock(&l.state)
+                    .docs
+                    .values()
+                    .map(|d| d.first_enqueued_ms)
+                    .min()
+            })
+            .min()
+    }
+
+    /// Wakes every task (used by resume, flush and shutdown).
+    pub fn wake_all(&self) {
+        self.dispatcher_wake.notify_one();
+        self.queue.notify.notify_one();
+        for l in &self.lanes {
+            l.wake.notify_one();
+        }
+    }
+
+    fn lane_of(&self, key: &DocKey) -> usize {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        (h.finish() % self.lanes.len() as u64) as usize
+    }
+
+    fn hold(&self, seq: u64, refs: u32) {
+        *lock(&self.inflight).entry(seq).or_insert(0) += refs;
+    }
+
+    fn release(&self, seqs: &[u64]) {
+        let mut map = lock(&self.inflight);
+        for s in seqs {
+            if let std::collections::btree_map::Entry::Occupied(mut e) = map.entry(*s) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+        drop(map);
+        self.dispatcher_wake.notify_one();
+    }
+
+    /// Adds one document to its lane (coalescing with a waiting mark of it).
+    fn route(&self, key: DocKey, seq: u64, enqueued_ms: u64, intent: bool) {
+        let lane = &self.lanes[self.lane_of(&key)];
+        let mut st = lock(&lane.state);
+        let coalesced = match st.docs.entry(key.clone()) {
+            Entry::Occupied(mut e) => {
+                self.metrics.coalesced.fetch_add(1, Relaxed);
+                let waiting = e.get_mut();
+                if intent && !waiting.intent {
+                    waiting.later_intents.push(seq);
+                    false // held: released once a read after its write is sent
+                } else {
+                    if !intent {
+                        // A mark journaled after the intents: their writes are
+                        // done, so this entry may go now and covers them.
+                        if waiting.intent && waiting.attempts == 0 {
+                            waiting.not_before = None;
+                        }
+                        waiting.intent = false;
+                        let mut later = std::mem::take(&mut waiting.later_intents);
+                        waiting.seqs.append(&mut later);
+                        lane.wake.notify_one();
+                    }
+                    true
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(PendingDoc {
+                    intent,
+                    later_intents: Vec::new(),
+                    seqs: vec![seq],
+                    first_enqueued_ms: enqueued_ms,
+                    attempts: 0,
+                    not_before: intent.then(|| Instant::now() + self.settings.intent_delay),
+                });
+                st.order.push_back(key);
+                st.oldest.get_or_insert_with(Instant::now);
+                self.pending_docs.fetch_add(1, Relaxed);
+                false
+            }
+        };
+        // Wake the lane when it has to act: at once (no interval), when it
+        // was idle (it starts the interval clock), or when a batch is full.
+        let wake = self.settings.interval.is_zero()
+            || st.docs.len() == 1
+            || st.docs.len() >= self.settings.batch_size;
+        drop(st);
+        if coalesced {
+            // The waiting entry holds an older position and has not been
+            // read yet, so this mark's write is covered when it applies: no
+            // need to keep this position (memory stays flat for hot docs).
+            self.release(&[seq]);
+        } else if wake {
+            lane.wake.notify_one();
+        }
+    }
+}
+
+mod dispatcher;
+mod lane;
