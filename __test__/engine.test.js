@@ -78,6 +78,34 @@ describe('engine', () => {
     }
   })
 
+  // A write's pre marks may outnumber the in-flight cap (an updateMany naming many documents):
+  // held intents must not fill the cap and leave their own post marks stuck in the queue until
+  // the intent delay (30 s) runs out.
+  it('does not let held intents fill the in-flight cap and stall their post-write marks', async () => {
+    const small = await createSync({
+      enabled: true,
+      localUri: `${servers.local.uri}/${dbName}`,
+      atlasUri: `${servers.atlas.uri}/${dbName}`,
+      dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-intentcap-')),
+      queueMaxSize: 100, // in-flight cap: min(batchSize × lanes × 4, half of this) = 40
+      batchSize: 10,
+      concurrency: 1,
+      workerInterval: 0,
+      logLevel: 'warn'
+    })
+    try {
+      const coll = client.db(dbName).collection('intent_cap')
+      const docs = Array.from({ length: 60 }, (_, i) => ({ _id: new ObjectId(), n: i }))
+      await coll.insertMany(docs)
+      small.enqueue(docs.map((d) => ({ collection: 'intent_cap', id: d._id, phase: 'pre' })))
+      small.enqueue(docs.map((d) => ({ collection: 'intent_cap', id: d._id })))
+      expect(await small.flush({ timeoutMs: 15000 })).toBe(true)
+      assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, dbName, ['intent_cap']))
+    } finally {
+      await small.close({ drainTimeoutMs: 0 })
+    }
+  })
+
   it('coalesces repeated marks of a hot document into fewer writes', async () => {
     const coll = client.db(dbName).collection('hot')
     const _id = new ObjectId()

@@ -565,7 +565,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
         const [RaceI, OtherI] = pair('races_bulk_ins')
         const [RaceN, OtherN] = pair('races_bulk_named')
         const [RaceS, OtherS] = pair('races_del_one')
-        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS }
+        const [RaceK, OtherK] = pair('races_bulk_keys')
+        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS, RaceK, OtherK }
       }
     })
   })
@@ -684,5 +685,22 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     expect(await Race.countDocuments({ _id: late })).toBe(0) // the newcomer was the one deleted
     await env.converge(['races_del_one'])
     expect(await env.atlas.collection('races_del_one').countDocuments({ _id: late })).toBe(0)
+  })
+
+  // Review finding: one found document must not cover two single-document ops when only one of
+  // them matched it (the other matched nothing until the newcomer came).
+  it('bulkWrite of two updateOne by key, one key absent until the window: Atlas gets the newcomer\'s update', async () => {
+    const { RaceK: Race, OtherK: Other } = env.models
+    await Race.create({ g: 'key-a', n: 1 })
+    await env.converge(['races_bulk_keys'])
+    const late = new lib.Types.ObjectId()
+    insertInWindow(Other, { _id: late, g: 'key-b', n: 1 })
+    const res = await Race.bulkWrite([
+      { updateOne: { filter: { g: 'key-a' }, update: { $set: { n: 2 } } } },
+      { updateOne: { filter: { g: 'key-b' }, update: { $set: { n: 2 } } } }
+    ], { ordered: false })
+    expect(res.modifiedCount).toBe(2) // the late document was updated locally
+    await env.converge(['races_bulk_keys'])
+    expect((await env.atlas.collection('races_bulk_keys').findOne({ _id: late })).n).toBe(2)
   })
 })

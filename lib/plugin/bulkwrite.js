@@ -13,7 +13,9 @@ const SINGLE = new Set(['updateOne', 'replaceOne', 'deleteOne'])
 /** A comparable key for an `_id` (ObjectIds by hex; others by type and value). */
 function idKey (id) {
   if (id && typeof id.toHexString === 'function') return `oid:${id.toHexString()}`
-  return `${typeof id}:${id instanceof Date ? id.getTime() : String(id)}`
+  if (id instanceof Date) return `date:${id.getTime()}`
+  if (id && typeof id === 'object') return `obj:${JSON.stringify(id)}`
+  return `${typeof id}:${String(id)}`
 }
 
 function opEntry (op) {
@@ -143,16 +145,17 @@ function bulkWriteHooks (marker) {
     }
     const r = await findGroups(model, groups, sessionFor(model, options.session), marker.cap - resolved)
     if (r.collection) return r
-    // Without a newcomer, each op touches only found documents: its named ones that exist, or
-    // any found one; a single-document op at most one. (Summing per op, not counting unique
-    // documents, keeps ops that overlap from looking like a race.)
+    // Without a newcomer and without overlapping ops, the ops touch at most the documents found,
+    // and each op at most its named ones that exist, or one when it is a single-document op.
+    // Ops that touch the same document exceed this and reconcile the collection: the bound
+    // cannot tell them from a newcomer, and missing a newcomer would lose its write.
     const found = new Set(r.ids.map(idKey))
-    let matched = 0
+    let perOp = 0
     for (const c of counted) {
       const n = c.ids ? c.ids.filter((id) => found.has(idKey(id))).length : found.size
-      matched += c.single ? Math.min(1, n) : n
+      perOp += c.single ? Math.min(1, n) : n
     }
-    return { ids: r.ids, matched }
+    return { ids: r.ids, matched: Math.min(found.size, perOp) }
   }
 
   // Mongoose 8 calls this with (next, ops, options), Mongoose 9 with (ops, options).

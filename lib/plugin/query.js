@@ -112,7 +112,8 @@ function queryHooks (marker, key) {
       if (!collection && COUNTED.has(op) && res && typeof res === 'object' && touchedCount(res) > state.ids.length) collection = true
       // A deleteOne by a non-`_id` filter deleted one document while every document its find
       // named is still there: it took one that came to match in between, unmarked.
-      if (!collection && op === 'deleteOne' && state.found && state.ids.length > 0 && touchedCount(res) === 1) {
+      if (!collection && op === 'deleteOne' && state.found && state.ids.length > 0 &&
+        res && typeof res === 'object' && touchedCount(res) === 1) {
         try {
           if (await allStillExist(model, state.ids, options.session)) collection = true
         } catch (err) {

@@ -160,6 +160,8 @@ impl MarkQueue {
         }
         let end = self.journal.end();
         drop(payloads);
+        // Pairs with the dispatcher's fence after arming (no lost wake-up).
+        std::sync::atomic::fence(SeqCst);
         if self.wants_dispatcher()
             && self.wake_armed.load(Relaxed)
             && self.wake_armed.swap(false, AcqRel)
@@ -179,6 +181,17 @@ impl MarkQueue {
         } else {
             len > 0 && len * 2 >= self.mem.capacity()
         }
+    }
+
+    /// Marks journaled but not yet taken (in memory or spilled).
+    pub fn has_waiting(&self) -> bool {
+        !self.mem.is_empty() || self.disk_pending.load(Relaxed) > 0
+    }
+
+    /// Like `wants_dispatcher`, counting memory only.
+    pub fn wants_dispatcher_from_memory(&self) -> bool {
+        let len = self.mem.len();
+        len > 0 && (self.eager_wake.load(Relaxed) || len * 2 >= self.mem.capacity())
     }
 
     /// Takes up to `max` marks in journal order (memory first, then disk).

@@ -24,7 +24,11 @@ impl Worker {
                 break;
             }
             let room = cap.saturating_sub(self.pending());
-            let can_take = !self.paused.load(Acquire) && room > 0;
+            let paused = self.paused.load(Acquire);
+            let can_take = !paused && room > 0;
+            if !paused && room == 0 && self.queue.has_waiting() {
+                self.send_held_intents();
+            }
             let marks = if !can_take {
                 Vec::new()
             } else {
@@ -65,10 +69,15 @@ impl Worker {
             }
             if got == 0 {
                 if can_take {
-                    self.queue.wake_armed.store(true, Release);
+                    self.queue.wake_armed.store(true, SeqCst);
+                    // Pairs with the fence in `MarkQueue::enqueue`: either
+                    // that enqueue sees the wake armed, or this sees its mark.
+                    std::sync::atomic::fence(SeqCst);
                     // A mark that arrived between take() and arming found
                     // the wake disarmed: look again instead of sleeping.
-                    if self.queue.wants_dispatcher() {
+                    // (Memory only: spilled marks wait for the next poll,
+                    // so a disk counter that is off can never spin here.)
+                    if self.queue.wants_dispatcher_from_memory() {
                         continue;
                     }
                 }

@@ -211,6 +211,29 @@ impl Worker {
         self.dispatcher_wake.notify_one();
     }
 
+    /// Sends intents now instead of holding them for their post-write marks.
+    /// Used at the in-flight cap with marks waiting: those post marks may be
+    /// among the waiting ones, which cannot be taken while held intents fill
+    /// the cap (it would stall every collection for `intent_delay`). Sending
+    /// early is what the delay's expiry does anyway; the post mark, once
+    /// taken, reads again after the write.
+    fn send_held_intents(&self) {
+        for lane in &self.lanes {
+            let mut st = lock(&lane.state);
+            let mut released = false;
+            for doc in st.docs.values_mut() {
+                if doc.intent && doc.attempts == 0 && doc.not_before.is_some() {
+                    doc.not_before = None;
+                    released = true;
+                }
+            }
+            drop(st);
+            if released {
+                lane.wake.notify_one();
+            }
+        }
+    }
+
     /// Adds one document to its lane (coalescing with a waiting mark of it).
     fn route(&self, key: DocKey, seq: u64, enqueued_ms: u64, intent: bool) {
         let lane = &self.lanes[self.lane_of(&key)];
