@@ -547,7 +547,7 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
         const pair = (coll) => {
           const schema = new m.Schema({ g: String, n: Number })
           schema.plugin(sync.plugin) // capture hooks first, so the hook below runs after its find
-          schema.pre(['updateOne', 'updateMany', 'deleteOne', 'deleteMany', 'bulkWrite'], async function injectConcurrentInsert () {
+          schema.pre(['updateOne', 'replaceOne', 'updateMany', 'deleteOne', 'deleteMany', 'bulkWrite'], async function injectConcurrentInsert () {
             const inject = race.inject
             race.inject = null
             if (inject) await inject()
@@ -566,7 +566,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
         const [RaceN, OtherN] = pair('races_bulk_named')
         const [RaceS, OtherS] = pair('races_del_one')
         const [RaceK, OtherK] = pair('races_bulk_keys')
-        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS, RaceK, OtherK }
+        const [RaceT, OtherT] = pair('races_upd_took')
+        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS, RaceK, OtherK, RaceT, OtherT }
       }
     })
   })
@@ -702,5 +703,26 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     expect(res.modifiedCount).toBe(2) // the late document was updated locally
     await env.converge(['races_bulk_keys'])
     expect((await env.atlas.collection('races_bulk_keys').findOne({ _id: late })).n).toBe(2)
+  })
+
+  // Property-test counterexample: the document the find named is deleted in the window and a
+  // newcomer matches instead, so replaceOne replaces the newcomer (equal counts).
+  it('replaceOne by a non-_id filter that takes a newcomer after the found document is deleted', async () => {
+    const { RaceT: Race, OtherT: Other } = env.models
+    const found = await Race.create({ g: 'took', n: 1 })
+    await env.converge(['races_upd_took'])
+    const late = new lib.Types.ObjectId()
+    race.inject = async () => {
+      await Other.deleteOne({ _id: found._id })
+      await Other.create({ _id: late, g: 'took', n: 1 })
+      const atlas = env.atlas.collection('races_upd_took')
+      await waitFor('the delete and the newcomer on Atlas', async () =>
+        (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ _id: found._id })) === 0)
+    }
+    const res = await Race.replaceOne({ g: 'took' }, { g: 'took', n: 7 })
+    expect(res.modifiedCount).toBe(1)
+    expect((await Race.findById(late)).n).toBe(7) // the newcomer was the one replaced
+    await env.converge(['races_upd_took'])
+    expect((await env.atlas.collection('races_upd_took').findOne({ _id: late })).n).toBe(7)
   })
 })

@@ -15,6 +15,7 @@ const QUERY_WRITES = [
   'deleteMany'
 ]
 const UPSERTING = new Set(['updateOne', 'updateMany', 'replaceOne', 'findOneAndUpdate', 'findOneAndReplace'])
+const SINGLE_UPDATES = new Set(['updateOne', 'replaceOne'])
 const FIND_AND_MODIFY = new Set(['findOneAndUpdate', 'findOneAndReplace', 'findOneAndDelete'])
 
 /**
@@ -116,6 +117,28 @@ function queryHooks (marker, key) {
         res && typeof res === 'object' && touchedCount(res) === 1) {
         try {
           if (await allStillExist(model, state.ids, options.session)) collection = true
+        } catch (err) {
+          marker.report(err, hook, model)
+          collection = true
+        }
+      }
+      // An updateOne/replaceOne by a non-`_id` filter may have taken a document that came to
+      // match in between (the found one having stopped matching): what matches now is marked
+      // too. A newcomer the write moved out of the filter stays a known limit.
+      if (!collection && SINGLE_UPDATES.has(op) && state.found && state.ids.length > 0 &&
+        res && typeof res === 'object' && touchedCount(res) === 1) {
+        try {
+          const now = await resolveFilter({
+            model,
+            query: this,
+            filter: this.getFilter(),
+            session: options.session,
+            collation: options.collation,
+            cap: marker.cap,
+            forceFind: true
+          })
+          if (now.collection) collection = true
+          else if (now.ids) ids.push(...now.ids)
         } catch (err) {
           marker.report(err, hook, model)
           collection = true
