@@ -567,7 +567,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
         const [RaceS, OtherS] = pair('races_del_one')
         const [RaceK, OtherK] = pair('races_bulk_keys')
         const [RaceT, OtherT] = pair('races_upd_took')
-        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS, RaceK, OtherK, RaceT, OtherT }
+        const [RaceM, OtherM] = pair('races_bulk_mixed')
+        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS, RaceK, OtherK, RaceT, OtherT, RaceM, OtherM }
       }
     })
   })
@@ -724,5 +725,22 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     expect((await Race.findById(late)).n).toBe(7) // the newcomer was the one replaced
     await env.converge(['races_upd_took'])
     expect((await env.atlas.collection('races_upd_took').findOne({ _id: late })).n).toBe(7)
+  })
+
+  // Property-test counterexample: documents found for one op (three matching the deleteOne)
+  // must not cover a newcomer that another op (an updateMany that found nothing) updated.
+  it('bulkWrite updateMany that found nothing + deleteOne that found several: Atlas gets the newcomer\'s update', async () => {
+    const { RaceM: Race, OtherM: Other } = env.models
+    await Race.insertMany([{ g: 'many', n: 1 }, { g: 'many', n: 2 }, { g: 'many', n: 3 }])
+    await env.converge(['races_bulk_mixed'])
+    const late = new lib.Types.ObjectId()
+    insertInWindow(Other, { _id: late, g: 'fresh', n: 1 })
+    const res = await Race.bulkWrite([
+      { updateMany: { filter: { g: 'fresh' }, update: { $set: { n: 9 } } } },
+      { deleteOne: { filter: { g: 'many' } } }
+    ], { ordered: false })
+    expect(res.modifiedCount).toBe(1) // the late document was updated locally
+    await env.converge(['races_bulk_mixed'])
+    expect((await env.atlas.collection('races_bulk_mixed').findOne({ _id: late })).n).toBe(9)
   })
 })

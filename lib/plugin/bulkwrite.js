@@ -10,14 +10,6 @@ const FILTERED = new Set(['updateOne', 'updateMany', 'replaceOne', 'deleteOne', 
 const UPSERTING = new Set(['updateOne', 'updateMany', 'replaceOne'])
 const SINGLE = new Set(['updateOne', 'replaceOne', 'deleteOne'])
 
-/** A comparable key for an `_id` (ObjectIds by hex; others by type and value). */
-function idKey (id) {
-  if (id && typeof id.toHexString === 'function') return `oid:${id.toHexString()}`
-  if (id instanceof Date) return `date:${id.getTime()}`
-  if (id && typeof id === 'object') return `obj:${JSON.stringify(id)}`
-  return `${typeof id}:${String(id)}`
-}
-
 function opEntry (op) {
   if (!op || typeof op !== 'object') return [null, null]
   const kind = Object.keys(op)[0]
@@ -29,31 +21,6 @@ function opEntry (op) {
 function resultIdMap (res, name) {
   const map = res && typeof res === 'object' ? res[name] : undefined
   return map && typeof map === 'object' ? Object.values(map) : null
-}
-
-/**
- * Finds the `_id`s matched by the ops that need a find: one `$or` query per collation (one round
- * trip for a typical bulk of updates by some business key), each filter alone if that fails.
- */
-async function findGroups (model, groups, session, cap) {
-  const ids = []
-  for (const { collation, filters } of groups.values()) {
-    let r
-    try {
-      r = await findIds(model, filters.length === 1 ? filters[0] : { $or: filters }, { session, collation, cap: cap - ids.length })
-    } catch (err) {
-      if (filters.length === 1) throw err
-      r = { ids: [] }
-      for (const f of filters) {
-        const one = await findIds(model, f, { session, collation, cap: cap - ids.length - r.ids.length })
-        if (one.collection) return { collection: true }
-        r.ids.push(...one.ids)
-      }
-    }
-    if (r.collection) return { collection: true }
-    ids.push(...r.ids)
-  }
-  return { ids }
 }
 
 /**
@@ -93,23 +60,18 @@ function bulkWriteHooks (marker) {
   }
 
   /**
-   * Marks what the filtered ops will touch. Ops naming their `_id`s need no find; ops with other
-   * filters are found in one `$or` per collation. When the bulk has both, the `_id`-naming ops'
-   * filters join the find too, so the count bound below only counts documents that exist: an
-   * absent named `_id` must not leave room for a document that came to match in between.
+   * Finds what the filtered ops will touch. Ops naming their `_id`s need no find when every op
+   * does (nothing else can be touched). Otherwise each filtered op is found on its own (all at
+   * once), the `_id`-naming ones included, so the bound counts, per op, documents that exist
+   * and match that op: a document found for one op, or an absent named `_id`, must not leave
+   * room for a newcomer another op took.
    * @returns {Promise<{ids?: any[], matched?: number, collection?: boolean}>} `matched`: the most
-   *   documents the ops can update or delete unless one came to match after the find
+   *   documents the ops can update or delete unless one came to match after the finds
    */
   async function resolveOps (model, ops, options, state) {
     const query = model.find() // never executed: casts filters with the model's settings
-    const groups = new Map()
-    const counted = [] // per filtered op: { single, spec, ids (when its filter names them) }
-    let resolved = 0
-    const addToGroup = (spec, castFilter) => {
-      const key = spec.collation ? JSON.stringify(spec.collation) : ''
-      if (!groups.has(key)) groups.set(key, { collation: spec.collation, filters: [] })
-      groups.get(key).filters.push(castFilter)
-    }
+    const counted = [] // per filtered op: { single, spec, castFilter, named }
+    let named = 0
     for (const op of ops) {
       const [kind, spec] = opEntry(op)
       if (kind === 'insertOne') {
@@ -119,43 +81,36 @@ function bulkWriteHooks (marker) {
       }
       if (!FILTERED.has(kind)) continue
       if (UPSERTING.has(kind) && spec.upsert) state.upserts = true
-      const p = prepareFilter({ model, query, filter: spec.filter, cap: marker.cap - resolved })
+      const p = prepareFilter({ model, query, filter: spec.filter, cap: marker.cap - named })
       if (p.castError) {
         state.castFailed = true // Mongoose rejects this op as well
-      } else if (p.collection) {
-        return { collection: true }
-      } else {
-        const single = SINGLE.has(kind)
-        if (p.ids) {
-          state.ids.push(...p.ids)
-          resolved += p.ids.length
-          counted.push({ single, spec, ids: p.ids })
-        } else {
-          addToGroup(spec, p.castFilter)
-          counted.push({ single, spec, ids: null })
-        }
+        continue
       }
+      if (p.collection) return { collection: true }
+      if (p.ids) {
+        state.ids.push(...p.ids) // marked whether or not they exist yet
+        named += p.ids.length
+      }
+      counted.push({ single: SINGLE.has(kind), spec, castFilter: p.castFilter, named: Boolean(p.ids) })
     }
     // Every touched document was named by `_id`: no count to check.
-    if (groups.size === 0) return { ids: [], matched: Infinity }
-    for (const c of counted) {
-      if (!c.ids) continue
-      const p = prepareFilter({ model, query, filter: c.spec.filter, cap: marker.cap, forceFind: true })
-      if (p.castFilter) addToGroup(c.spec, p.castFilter)
+    if (counted.every((c) => c.named)) return { ids: [], matched: Infinity }
+    const session = sessionFor(model, options.session)
+    const found = await Promise.all(counted.map((c) => {
+      const castFilter = c.castFilter ||
+        prepareFilter({ model, query, filter: c.spec.filter, cap: marker.cap, forceFind: true }).castFilter
+      // Not castable as a whole: Mongoose rejects the op too; count it as touching nothing.
+      if (!castFilter) return { ids: [] }
+      return findIds(model, castFilter, { session, collation: c.spec.collation, cap: marker.cap })
+    }))
+    if (found.some((r) => r.collection)) return { collection: true }
+    const ids = []
+    let matched = 0
+    for (const [i, r] of found.entries()) {
+      matched += counted[i].single ? Math.min(1, r.ids.length) : r.ids.length
+      ids.push(...r.ids)
     }
-    const r = await findGroups(model, groups, sessionFor(model, options.session), marker.cap - resolved)
-    if (r.collection) return r
-    // Without a newcomer and without overlapping ops, the ops touch at most the documents found,
-    // and each op at most its named ones that exist, or one when it is a single-document op.
-    // Ops that touch the same document exceed this and reconcile the collection: the bound
-    // cannot tell them from a newcomer, and missing a newcomer would lose its write.
-    const found = new Set(r.ids.map(idKey))
-    let perOp = 0
-    for (const c of counted) {
-      const n = c.ids ? c.ids.filter((id) => found.has(idKey(id))).length : found.size
-      perOp += c.single ? Math.min(1, n) : n
-    }
-    return { ids: r.ids, matched: Math.min(found.size, perOp) }
+    return ids.length > marker.cap ? { collection: true } : { ids, matched }
   }
 
   // Mongoose 8 calls this with (next, ops, options), Mongoose 9 with (ops, options).
