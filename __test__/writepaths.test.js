@@ -568,7 +568,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
         const [RaceK, OtherK] = pair('races_bulk_keys')
         const [RaceT, OtherT] = pair('races_upd_took')
         const [RaceM, OtherM] = pair('races_bulk_mixed')
-        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS, RaceK, OtherK, RaceT, OtherT, RaceM, OtherM }
+        const [RaceC, OtherC] = pair('races_bulk_chain')
+        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS, RaceK, OtherK, RaceT, OtherT, RaceM, OtherM, RaceC, OtherC }
       }
     })
   })
@@ -742,5 +743,23 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     expect(res.modifiedCount).toBe(1) // the late document was updated locally
     await env.converge(['races_bulk_mixed'])
     expect((await env.atlas.collection('races_bulk_mixed').findOne({ _id: late })).n).toBe(9)
+  })
+
+  // Property-test counterexample: an ordered bulk deletes a document and then updates it (no
+  // match: gone), which left room under the bound for a newcomer a later deleteMany removed.
+  it('ordered bulkWrite delete-then-update of one document + deleteMany: Atlas deletes the newcomer', async () => {
+    const { RaceC: Race, OtherC: Other } = env.models
+    const doomed = await Race.create({ g: 'chain', n: 1 })
+    await env.converge(['races_bulk_chain'])
+    const late = new lib.Types.ObjectId()
+    insertInWindow(Other, { _id: late, g: 'chain-new', n: 1 })
+    const res = await Race.bulkWrite([
+      { deleteOne: { filter: { _id: doomed._id } } },
+      { updateOne: { filter: { _id: doomed._id }, update: { $set: { n: 5 } } } },
+      { deleteMany: { filter: { g: 'chain-new' } } }
+    ], { ordered: true })
+    expect(res.deletedCount).toBe(2) // the late document was deleted locally
+    await env.converge(['races_bulk_chain'])
+    expect(await env.atlas.collection('races_bulk_chain').countDocuments({ _id: late })).toBe(0)
   })
 })

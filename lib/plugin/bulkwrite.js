@@ -9,6 +9,15 @@ const { definitelyNotApplied } = require('./query')
 const FILTERED = new Set(['updateOne', 'updateMany', 'replaceOne', 'deleteOne', 'deleteMany'])
 const UPSERTING = new Set(['updateOne', 'updateMany', 'replaceOne'])
 const SINGLE = new Set(['updateOne', 'replaceOne', 'deleteOne'])
+const DELETES = new Set(['deleteOne', 'deleteMany'])
+
+/** A comparable key for an `_id` (ObjectIds by hex; others by type and value). */
+function idKey (id) {
+  if (id && typeof id.toHexString === 'function') return `oid:${id.toHexString()}`
+  if (id instanceof Date) return `date:${id.getTime()}`
+  if (id && typeof id === 'object') return `obj:${JSON.stringify(id)}`
+  return `${typeof id}:${String(id)}`
+}
 
 function opEntry (op) {
   if (!op || typeof op !== 'object') return [null, null]
@@ -91,7 +100,7 @@ function bulkWriteHooks (marker) {
         state.ids.push(...p.ids) // marked whether or not they exist yet
         named += p.ids.length
       }
-      counted.push({ single: SINGLE.has(kind), spec, castFilter: p.castFilter, named: Boolean(p.ids) })
+      counted.push({ single: SINGLE.has(kind), deletes: DELETES.has(kind), spec, castFilter: p.castFilter, named: Boolean(p.ids) })
     }
     // Every touched document was named by `_id`: no count to check.
     if (counted.every((c) => c.named)) return { ids: [], matched: Infinity }
@@ -106,8 +115,14 @@ function bulkWriteHooks (marker) {
     if (found.some((r) => r.collection)) return { collection: true }
     const ids = []
     let matched = 0
+    // Documents an earlier delete op will have removed (when it is known which) are not there
+    // for a later op to touch: counting them would leave room for a newcomer.
+    const removed = new Set()
     for (const [i, r] of found.entries()) {
-      matched += counted[i].single ? Math.min(1, r.ids.length) : r.ids.length
+      const keys = r.ids.map(idKey)
+      const live = keys.filter((k) => !removed.has(k)).length
+      matched += counted[i].single ? Math.min(1, live) : live
+      if (counted[i].deletes && (!counted[i].single || live === 1)) for (const k of keys) removed.add(k)
       ids.push(...r.ids)
     }
     return ids.length > marker.cap ? { collection: true } : { ids, matched }
