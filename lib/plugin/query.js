@@ -91,6 +91,24 @@ function queryHooks (marker, key) {
     }
   }
 
+  /** What the query's filter matches now (after the write); a failure reports and answers "the collection". */
+  async function findAgain (query, options, hook) {
+    try {
+      return await resolveFilter({
+        model: query.model,
+        query,
+        filter: query.getFilter(),
+        session: options.session,
+        collation: options.collation,
+        cap: marker.cap,
+        forceFind: true
+      })
+    } catch (err) {
+      marker.report(err, hook, query.model)
+      return { collection: true }
+    }
+  }
+
   async function dualsyncPostQuery (res) {
     const state = this[key]
     if (!state) return
@@ -127,41 +145,14 @@ function queryHooks (marker, key) {
       // too. A newcomer the write moved out of the filter stays a known limit.
       if (!collection && SINGLE_UPDATES.has(op) && state.found && state.ids.length > 0 &&
         res && typeof res === 'object' && touchedCount(res) === 1) {
-        try {
-          const now = await resolveFilter({
-            model,
-            query: this,
-            filter: this.getFilter(),
-            session: options.session,
-            collation: options.collation,
-            cap: marker.cap,
-            forceFind: true
-          })
-          if (now.collection) collection = true
-          else if (now.ids) ids.push(...now.ids)
-        } catch (err) {
-          marker.report(err, hook, model)
-          collection = true
-        }
+        const now = await findAgain(this, options, hook)
+        if (now.collection) collection = true
+        else if (now.ids) ids.push(...now.ids)
       }
       // findOneAndUpdate/Replace with upsert returning the old document (null: it inserted one)
       // does not say which `_id` it inserted: look it up by the filter.
       if (!collection && UPSERTING.has(op) && FIND_AND_MODIFY.has(op) && options.upsert && !found.known) {
-        let r
-        try {
-          r = await resolveFilter({
-            model,
-            query: this,
-            filter: this.getFilter(),
-            session: options.session,
-            collation: options.collation,
-            cap: marker.cap,
-            forceFind: true
-          })
-        } catch (err) {
-          marker.report(err, hook, model)
-          r = { collection: true }
-        }
+        const r = await findAgain(this, options, hook)
         if (r.ids && r.ids.length > 0) ids.push(...r.ids)
         // The inserted document may no longer match the filter (a replacement
         // or $set can move it out), and a concurrent insert may match instead:
