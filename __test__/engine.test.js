@@ -3,31 +3,20 @@
 // deletes; bad input is refused with a TypeError that says what is wrong.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { useServers, uniqueDbName } from './helpers/servers.js'
+import { openTestSync } from './helpers/testsync.js'
 
 const require = createRequire(import.meta.url)
 const { MongoClient, ObjectId, Long } = require('mongodb')
-const { createSync } = require('../index.js')
 const { compareDatabases, assertConverged } = require('./helpers/compare.js')
 
-let servers, client, sync, dbName, dataDir
+let servers, client, sync, dbName
 
 beforeAll(async () => {
   servers = await useServers()
   dbName = uniqueDbName('engine')
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-engine-'))
   client = new MongoClient(`${servers.local.uri}`)
-  sync = await createSync({
-    enabled: true,
-    localUri: `${servers.local.uri}/${dbName}`,
-    atlasUri: `${servers.atlas.uri}/${dbName}`,
-    dataDir,
-    workerInterval: 0,
-    logLevel: 'warn'
-  })
+  sync = (await openTestSync(servers, dbName, { dirPrefix: 'dualsync-engine-' })).sync
 })
 
 afterAll(async () => {
@@ -82,16 +71,11 @@ describe('engine', () => {
   // held intents must not fill the cap and leave their own post marks stuck in the queue until
   // the intent delay (30 s) runs out.
   it('does not let held intents fill the in-flight cap and stall their post-write marks', async () => {
-    const small = await createSync({
-      enabled: true,
-      localUri: `${servers.local.uri}/${dbName}`,
-      atlasUri: `${servers.atlas.uri}/${dbName}`,
-      dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-intentcap-')),
+    const { sync: small } = await openTestSync(servers, dbName, {
+      dirPrefix: 'dualsync-intentcap-',
       queueMaxSize: 100, // in-flight cap: min(batchSize × lanes × 4, half of this) = 40
       batchSize: 10,
-      concurrency: 1,
-      workerInterval: 0,
-      logLevel: 'warn'
+      concurrency: 1
     })
     try {
       const coll = client.db(dbName).collection('intent_cap')

@@ -558,18 +558,23 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
             m.model(`Other_${coll}`, new m.Schema({ g: String, n: Number }), coll)
           ]
         }
-        const [RaceU, OtherU] = pair('races_upd')
-        const [RaceD, OtherD] = pair('races_del')
-        const [RaceO, OtherO] = pair('races_one')
-        const [RaceB, OtherB] = pair('races_bulk')
-        const [RaceI, OtherI] = pair('races_bulk_ins')
-        const [RaceN, OtherN] = pair('races_bulk_named')
-        const [RaceS, OtherS] = pair('races_del_one')
-        const [RaceK, OtherK] = pair('races_bulk_keys')
-        const [RaceT, OtherT] = pair('races_upd_took')
-        const [RaceM, OtherM] = pair('races_bulk_mixed')
-        const [RaceC, OtherC] = pair('races_bulk_chain')
-        return { RaceU, OtherU, RaceD, OtherD, RaceO, OtherO, RaceB, OtherB, RaceI, OtherI, RaceN, OtherN, RaceS, OtherS, RaceK, OtherK, RaceT, OtherT, RaceM, OtherM, RaceC, OtherC }
+        // Race<K> writes; Other<K> is the concurrent request on the same collection.
+        const collections = {
+          U: 'races_upd',
+          D: 'races_del',
+          O: 'races_one',
+          B: 'races_bulk',
+          I: 'races_bulk_ins',
+          N: 'races_bulk_named',
+          S: 'races_del_one',
+          K: 'races_bulk_keys',
+          T: 'races_upd_took',
+          M: 'races_bulk_mixed',
+          C: 'races_bulk_chain'
+        }
+        const models = {}
+        for (const [k, coll] of Object.entries(collections)) [models[`Race${k}`], models[`Other${k}`]] = pair(coll)
+        return models
       }
     })
   })

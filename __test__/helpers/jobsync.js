@@ -3,12 +3,10 @@
 // ESM because vitest loads test helpers through its transform; CJS modules come via createRequire.
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
+import { openTestSync } from './testsync.js'
 
 const require = createRequire(import.meta.url)
 const { BSON } = require('mongodb')
-const { createSync } = require('../../index.js')
 
 /**
  * Opens engines and closes them all at once (call `closeAll` in afterEach/afterAll).
@@ -19,16 +17,7 @@ export function syncFactory (servers) {
   const opened = []
   return {
     async open (db, extra = {}) {
-      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-reconcile-'))
-      const sync = await createSync({
-        enabled: true,
-        localUri: `${servers.local.uri}/${db}`,
-        atlasUri: `${servers.atlas.uri}/${db}`,
-        dataDir,
-        workerInterval: 0,
-        logLevel: 'warn',
-        ...extra
-      })
+      const { sync, dataDir } = await openTestSync(servers, db, { dirPrefix: 'dualsync-reconcile-', ...extra })
       opened.push({ sync, dataDir })
       return sync
     },

@@ -3,13 +3,11 @@
 // ESM because vitest loads test helpers through its transform; CJS modules come via createRequire.
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { uniqueDbName } from './servers.js'
+import { openTestSync } from './testsync.js'
 
 const require = createRequire(import.meta.url)
 const { MongoClient } = require('mongodb')
-const { createSync } = require('../../index.js')
 const { compareDatabases, assertConverged } = require('./compare.js')
 
 /** The two Mongoose majors every end-to-end suite runs on, for `describe.each`. */
@@ -34,14 +32,8 @@ export const MONGOOSE_VERSIONS = [
  */
 export async function startSyncEnv (servers, { lib, prefix, defineModels, syncOptions = {} }) {
   const db = uniqueDbName(prefix)
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `dualsync-${prefix}-`))
-  const sync = await createSync({
-    enabled: true,
-    localUri: `${servers.local.uri}/${db}`,
-    atlasUri: `${servers.atlas.uri}/${db}`,
-    dataDir,
-    workerInterval: 0,
-    logLevel: 'warn',
+  const { sync, dataDir } = await openTestSync(servers, db, {
+    dirPrefix: `dualsync-${prefix}-`,
     // FerretDB v1.24 holds one pooled SQLite connection per statement of an `update` command
     // until the command ends: 4 lanes × 100 replace-upserts of existing documents exhaust its
     // pool of 100 and the server hangs (see bench/scenarios/capture.js). MongoDB has no such limit.

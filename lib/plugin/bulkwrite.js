@@ -3,7 +3,7 @@
 
 const { ensureInsertId } = require('./ids')
 const { prepareFilter, findIds, sessionFor } = require('./resolve')
-const { currentCall, finishFromMiddleware } = require('./callctx')
+const { currentCall, dualsyncFinishCall, dualsyncFailCall } = require('./callctx')
 const { definitelyNotApplied } = require('./query')
 
 const FILTERED = new Set(['updateOne', 'updateMany', 'replaceOne', 'deleteOne', 'deleteMany'])
@@ -162,15 +162,7 @@ function bulkWriteHooks (marker) {
     }
   }
 
-  function dualsyncPostBulkWrite (res) {
-    finishFromMiddleware(res, null)
-  }
-
-  async function dualsyncBulkWriteError (err) {
-    finishFromMiddleware(null, err)
-  }
-
-  return { pre: dualsyncPreBulkWrite, post: dualsyncPostBulkWrite, error: dualsyncBulkWriteError }
+  return { pre: dualsyncPreBulkWrite, post: dualsyncFinishCall, error: dualsyncFailCall }
 }
 
 module.exports = { bulkWriteHooks }

@@ -93,4 +93,14 @@ function finishFromMiddleware (result, error) {
   if (holder && !holder.traced) runFinishers(holder, result, error)
 }
 
-module.exports = { installTracing, dualsyncBeginCall, currentCall, finishFromMiddleware }
+/** Post middleware of insertMany/bulkWrite: finishes the call with its result. */
+function dualsyncFinishCall (result) {
+  finishFromMiddleware(result, null)
+}
+
+/** Error middleware of insertMany/bulkWrite: finishes the call with its error. */
+async function dualsyncFailCall (error) {
+  finishFromMiddleware(null, error)
+}
+
+module.exports = { installTracing, dualsyncBeginCall, currentCall, dualsyncFinishCall, dualsyncFailCall }

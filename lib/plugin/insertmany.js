@@ -2,7 +2,7 @@
 // Model.insertMany middleware.
 
 const { ensureInsertId, docId } = require('./ids')
-const { currentCall, finishFromMiddleware } = require('./callctx')
+const { currentCall, dualsyncFinishCall, dualsyncFailCall } = require('./callctx')
 
 /** `_id`s an insertMany result (documents, or the driver's result with rawResult) names. */
 function insertedIds (res) {
@@ -55,15 +55,7 @@ function insertManyHooks (marker) {
     }
   }
 
-  function dualsyncPostInsertMany (res) {
-    finishFromMiddleware(res, null)
-  }
-
-  async function dualsyncInsertManyError (err) {
-    finishFromMiddleware(null, err)
-  }
-
-  return { pre: dualsyncPreInsertMany, post: dualsyncPostInsertMany, error: dualsyncInsertManyError }
+  return { pre: dualsyncPreInsertMany, post: dualsyncFinishCall, error: dualsyncFailCall }
 }
 
 module.exports = { insertManyHooks }
