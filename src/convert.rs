@@ -3,6 +3,7 @@
 use dualsync_core::deadletter::DeadLetterFilter;
 use dualsync_core::mark::{id_doc, MarkKind};
 use dualsync_core::queue::NewMark;
+use dualsync_core::scope::{self, ExtrasPolicy, ScopeRule, ScopeRules};
 use dualsync_core::EngineConfig;
 use napi::bindgen_prelude::{Buffer, Either3};
 use napi_derive::napi;
@@ -29,6 +30,19 @@ pub struct NativeConfig {
     pub connect_timeout_ms: u32,
     pub log_level: String,
     pub segment_bytes: Option<u32>,
+    /// Scope and extras policy per collection; `*` applies to the rest.
+    pub scope_rules: Option<Vec<NativeScopeRule>>,
+}
+
+/// One collection's rule, as lib/scope.js resolves it.
+#[napi(object)]
+pub struct NativeScopeRule {
+    /// A collection name, or `*`.
+    pub collection: String,
+    /// The scope filter as a BSON document; absent = every document.
+    pub filter: Option<Buffer>,
+    /// "report" or "delete".
+    pub extras_policy: String,
 }
 
 /// One mark as the JS layer encodes it: `k` says how to read `v`.
@@ -91,7 +105,41 @@ pub fn config_from_js(c: NativeConfig) -> Result<EngineConfig, String> {
     if let Some(s) = c.segment_bytes {
         cfg.segment_bytes = u64::from(s).max(4096);
     }
+    if let Some(rules) = c.scope_rules {
+        cfg.scope = std::sync::Arc::new(scope_rules_from_js(rules)?);
+    }
     Ok(cfg)
+}
+
+fn scope_rules_from_js(rules: Vec<NativeScopeRule>) -> Result<ScopeRules, String> {
+    let mut default = None;
+    let mut per = std::collections::HashMap::new();
+    for r in rules {
+        let extras_policy = ExtrasPolicy::parse(&r.extras_policy).ok_or_else(|| {
+            format!(
+                "extras policy {:?} of {:?} is not one of report, delete",
+                r.extras_policy, r.collection
+            )
+        })?;
+        let filter =
+            match r.filter {
+                Some(b) => Some(bson::RawDocumentBuf::from_bytes(b.to_vec()).map_err(|e| {
+                    format!("scope of {:?} is not a BSON document: {e}", r.collection)
+                })?),
+                None => None,
+            };
+        let rule = ScopeRule {
+            filter,
+            extras_policy,
+        };
+        if r.collection == scope::DEFAULT_KEY {
+            default = Some(rule);
+        } else {
+            per.insert(r.collection, rule);
+        }
+    }
+    let default = default.unwrap_or_else(|| ScopeRules::default().rule("").clone());
+    ScopeRules::new(default, per)
 }
 
 fn id_from_js(k: u32, v: Option<Either3<String, f64, Buffer>>) -> Result<bson::Bson, String> {

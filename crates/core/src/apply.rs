@@ -6,6 +6,7 @@
 use crate::classify::{classify_command_error, is_transient_code, FailureClass};
 use crate::clients::LazyClient;
 use crate::mark::Namespace;
+use crate::scope::{scoped_id, ScopeRules};
 use bson::{rawdoc, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf};
 use futures_util::future::join_all;
 use futures_util::TryStreamExt;
@@ -56,6 +57,8 @@ pub struct Applier {
     pub write_limit: tokio::sync::OnceCell<usize>,
     /// Maps a local database name to its Atlas database name.
     pub atlas_db: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// Each collection's scope: reads and writes only ever touch owned documents.
+    pub scope: Arc<ScopeRules>,
 }
 
 /// Statements per write command against FerretDB (see `write_limit`).
@@ -130,7 +133,8 @@ impl Applier {
             .await?;
         for (ns, idx) in by_ns {
             let ids: Vec<&RawDocumentBuf> = idx.iter().map(|&i| docs[i].id.as_ref()).collect();
-            let current = read_local(local, mode, ns, &ids).await?;
+            let scope = self.scope.filter(&ns.coll);
+            let current = read_local(local, mode, ns, &ids, scope).await?;
             let atlas_db = atlas.database(&(self.atlas_db)(&ns.db));
             let mut upserts = Vec::new();
             let mut deletes = Vec::new();
@@ -148,15 +152,15 @@ impl Applier {
                 }
             }
             for (i, out) in self
-                .upsert_all(&atlas_db, &ns.coll, &upserts, limit)
+                .upsert_all(&atlas_db, &ns.coll, &upserts, limit, scope)
                 .await?
             {
-                outcomes[i] = Some(out);
+                outcomes[i] = Some(explain_collision(out, scope));
             }
             let delete_ids: Vec<(usize, &RawDocumentBuf)> =
                 deletes.iter().map(|&i| (i, docs[i].id.as_ref())).collect();
             for (i, out) in self
-                .delete_all(&atlas_db, &ns.coll, &delete_ids, limit)
+                .delete_all(&atlas_db, &ns.coll, &delete_ids, limit, scope)
                 .await?
             {
                 outcomes[i] = Some(out);
@@ -174,12 +178,31 @@ impl Applier {
     }
 }
 
-/// Current local documents keyed by their `{_id}` identity bytes.
+/// A duplicate `_id` under a scope means another installation (or the cloud
+/// app) owns a document with this `_id`: the scoped upsert matched nothing
+/// and its insert collided. Say so in the dead letter instead of overwriting.
+fn explain_collision(out: DocOutcome, scope: Option<&RawDocumentBuf>) -> DocOutcome {
+    match (out, scope) {
+        (DocOutcome::Rejected { code: Some(11000), message }, Some(scope)) => DocOutcome::Rejected {
+            code: Some(11000),
+            message: format!(
+                "the _id belongs on Atlas to a document outside this installation's scope {}: left untouched ({message})",
+                crate::scope::filter_json(scope)
+            ),
+        },
+        (out, _) => out,
+    }
+}
+
+/// Current local documents keyed by their `{_id}` identity bytes. Only
+/// documents in `scope` are read: one outside it counts as gone, so its
+/// Atlas copy is deleted only if it is in scope there (the scoped delete).
 async fn read_local(
     local: &mongodb::Client,
     mode: ReadMode,
     ns: &Namespace,
     ids: &[&RawDocumentBuf],
+    scope: Option<&RawDocumentBuf>,
 ) -> Result<HashMap<Vec<u8>, RawDocumentBuf>, TransientFailure> {
     let coll = local
         .database(&ns.db)
@@ -199,7 +222,10 @@ async fn read_local(
                 .iter()
                 .filter_map(|id| crate::mark::id_value(id))
                 .collect();
-            let filter = bson::doc! { "_id": { "$in": values } };
+            let mut filter = bson::doc! { "_id": { "$in": values } };
+            if let Some(scope) = scope.and_then(|s| bson::Document::try_from(s.as_ref()).ok()) {
+                filter.extend(scope);
+            }
             let mut cursor = coll.find(filter).await.map_err(local_err)?;
             while let Some(doc) = cursor.try_next().await.map_err(local_err)? {
                 keep(doc);
@@ -211,7 +237,7 @@ async fn read_local(
                 // fails to convert is skipped here and rejected by `apply`.
                 let reads = chunk
                     .iter()
-                    .filter_map(|id| id.to_document().ok())
+                    .filter_map(|id| scoped_id(id, scope).to_document().ok())
                     .map(|filter| {
                         let coll = coll.clone();
                         async move { coll.find_one(filter).await }
@@ -234,13 +260,14 @@ impl Applier {
         coll: &str,
         docs: &[(usize, RawDocumentBuf)],
         max_statements: usize,
+        scope: Option<&RawDocumentBuf>,
     ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
         let mut out = Vec::with_capacity(docs.len());
         for chunk in chunk_by_size(docs, max_statements, |(_, d)| d.as_bytes().len()) {
             let mut updates = RawArrayBuf::new();
             let mut singles = Vec::with_capacity(chunk.len());
             for (_, doc) in chunk {
-                let stmt = upsert_statement(doc);
+                let stmt = upsert_statement(doc, scope);
                 updates.push(stmt.clone());
                 let mut one = RawArrayBuf::new();
                 one.push(stmt);
@@ -262,15 +289,18 @@ impl Applier {
         coll: &str,
         ids: &[(usize, &RawDocumentBuf)],
         max_statements: usize,
+        scope: Option<&RawDocumentBuf>,
     ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in chunk_by_size(ids, max_statements, |(_, id)| id.as_bytes().len()) {
             let mut deletes = RawArrayBuf::new();
             let mut singles = Vec::with_capacity(chunk.len());
             for (_, id) in chunk {
-                deletes.push(rawdoc! { "q": (*id).clone(), "limit": 1 });
+                // The scope in `q`: the server deletes only an owned document.
+                let q = scoped_id(id, scope);
+                deletes.push(rawdoc! { "q": q.clone(), "limit": 1 });
                 let mut one = RawArrayBuf::new();
-                one.push(rawdoc! { "q": (*id).clone(), "limit": 1 });
+                one.push(rawdoc! { "q": q, "limit": 1 });
                 singles.push(rawdoc! { "delete": coll, "deletes": one, "ordered": false });
             }
             let cmd = rawdoc! { "delete": coll, "deletes": deletes, "ordered": false };
@@ -408,10 +438,13 @@ fn chunk_by_size<T>(items: &[T], max_count: usize, size: impl Fn(&T) -> usize) -
     out
 }
 
-/// `{q: {_id}, u: <doc without _id>, upsert: true}`. The replacement leaves
-/// `_id` out: the upsert takes it from `q`, and a server may skip a
-/// replacement whose `_id` compares equal but differs in type (FerretDB does).
-fn upsert_statement(doc: &RawDocumentBuf) -> RawDocumentBuf {
+/// `{q: {_id, ...scope}, u: <doc without _id>, upsert: true}`. The
+/// replacement leaves `_id` out: the upsert takes it from `q`, and a server
+/// may skip a replacement whose `_id` compares equal but differs in type
+/// (FerretDB does). With a scope, an `_id` another installation owns matches
+/// nothing, the insert collides (duplicate key) and the document is refused
+/// instead of overwriting theirs.
+fn upsert_statement(doc: &RawDocumentBuf, scope: Option<&RawDocumentBuf>) -> RawDocumentBuf {
     let mut q = RawDocumentBuf::new();
     let mut u = RawDocumentBuf::new();
     for (key, value) in doc.iter().flatten() {
@@ -421,6 +454,7 @@ fn upsert_statement(doc: &RawDocumentBuf) -> RawDocumentBuf {
             u.append_ref(key, value);
         }
     }
+    crate::scope::append_scope(&mut q, scope);
     rawdoc! { "q": q, "u": u, "upsert": true }
 }
 
@@ -487,8 +521,13 @@ mod tests {
     #[test]
     fn replacement_leaves_id_to_the_filter() {
         let doc = rawdoc! { "_id": 7, "a": 1, "b": { "c": true } };
-        let stmt = upsert_statement(&doc);
+        let stmt = upsert_statement(&doc, None);
         assert_eq!(stmt.get_document("q").unwrap(), &*rawdoc! { "_id": 7 });
+        let scoped = upsert_statement(&doc, Some(&rawdoc! { "org": "A" }));
+        assert_eq!(
+            scoped.get_document("q").unwrap(),
+            &*rawdoc! { "_id": 7, "org": "A" }
+        );
         assert_eq!(
             stmt.get_document("u").unwrap(),
             &*rawdoc! { "a": 1, "b": { "c": true } }

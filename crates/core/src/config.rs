@@ -2,7 +2,9 @@
 //! (lib/config.js) so errors can name the variable; here we only check what
 //! the core itself depends on.
 
+use crate::scope::ScopeRules;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything the engine needs to run. Built by the binding from JS options.
@@ -35,6 +37,10 @@ pub struct EngineConfig {
     pub log_level: tracing::Level,
     /// Longest a pre-write mark (intent) waits for its post-write mark.
     pub intent_delay: Duration,
+    /// Which documents of each collection this installation owns, and what
+    /// reconciles do with owned documents only Atlas has (shared so the
+    /// extras counters are one set per engine).
+    pub scope: Arc<ScopeRules>,
 }
 
 impl EngineConfig {
@@ -60,6 +66,7 @@ impl EngineConfig {
             connect_timeout: Duration::from_secs(10),
             log_level: tracing::Level::INFO,
             intent_delay: Duration::from_secs(30),
+            scope: Arc::new(ScopeRules::default()),
         }
     }
 

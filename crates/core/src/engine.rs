@@ -126,6 +126,7 @@ impl Engine {
             read_mode: tokio::sync::OnceCell::new(),
             write_limit: tokio::sync::OnceCell::new(),
             atlas_db: Arc::new(move |db: &str| map_cfg.atlas_db_for(db)),
+            scope: cfg.scope.clone(),
         });
         let worker = Worker::new(
             queue.clone(),
@@ -372,6 +373,7 @@ impl Engine {
                 .into(),
         );
         m.insert("deadLetters".into(), (self.dead.len() as u64).into());
+        m.insert("scope".into(), self.cfg.scope.snapshot());
         m.insert(
             "fullSync".into(),
             self.jobs

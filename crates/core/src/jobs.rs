@@ -8,6 +8,7 @@ use crate::queue::{MarkQueue, NewMark};
 use crate::reconcile::{
     scan_collection, spawn_job, Diff, Job, JobOptions, RepairFn, ScanOptions, ScanProgress,
 };
+use crate::scope::ExtrasPolicy;
 use crate::worker::CollectionScanner;
 use bson::RawDocumentBuf;
 use std::collections::VecDeque;
@@ -105,6 +106,7 @@ impl Engine {
             local_db,
             atlas_db,
             self.cfg.excluded_collections.clone(),
+            self.cfg.scope.clone(),
             opts,
             repair,
         );
@@ -129,6 +131,7 @@ pub fn collection_scanner(engine: &Engine) -> CollectionScanner {
         let atlas = atlas.clone();
         let queue = queue.clone();
         let atlas_db = cfg.atlas_db_for(&ns.db);
+        let scope = cfg.scope.clone();
         Box::pin(async move {
             let l = local
                 .get()
@@ -145,13 +148,20 @@ pub fn collection_scanner(engine: &Engine) -> CollectionScanner {
             let mut pending: Vec<NewMark> = Vec::new();
             let mut queued = 0u64;
             let mut failed: Option<String> = None;
+            let policy = scope.extras_policy(&ns.coll);
+            let mut kept = 0u64;
             let report = scan_collection(
                 &l,
                 &a,
+                scope.filter(&ns.coll),
                 &ScanOptions::default(),
                 &progress,
                 &cancel,
-                |_: Diff, id| {
+                |diff: Diff, id| {
+                    if diff == Diff::ExtraOnAtlas && policy == ExtrasPolicy::Report {
+                        kept += 1;
+                        return;
+                    }
                     pending.push(repair_mark(&ns, id));
                     if pending.len() >= REPAIR_CHUNK {
                         let n = pending.len() as u64;
@@ -169,6 +179,12 @@ pub fn collection_scanner(engine: &Engine) -> CollectionScanner {
             .map_err(|e| format!("scanning {ns} failed: {e}"))?;
             if let Some(e) = failed {
                 return Err(format!("journaling repairs of {ns} failed: {e}"));
+            }
+            scope.count_extras(&ns.coll, report.extra_on_atlas);
+            if kept > 0 {
+                tracing::warn!(
+                    "{ns}: {kept} document(s) in scope exist on Atlas but not locally; extras policy \"report\" leaves them in place (set SYNC_EXTRAS_POLICY for this collection to \"delete\" to remove them)"
+                );
             }
             let n = pending.len() as u64;
             queue

@@ -8,6 +8,7 @@ use dualsync_core::reconcile::{
     list_sync_collections, scan_collection, spawn_job, Diff, JobOptions, RepairFn, ScanOptions,
     ScanProgress, OWN_PREFIX,
 };
+use dualsync_core::scope::ScopeRules;
 use mongodb::{Client, Collection, Database};
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
@@ -75,11 +76,22 @@ async fn scan(
     name: &str,
     batch_size: u32,
 ) -> (dualsync_core::reconcile::CollectionReport, Found) {
+    scan_scoped(pair, name, batch_size, None).await
+}
+
+/// `scan` with a scope filter applied on both sides.
+async fn scan_scoped(
+    pair: &Pair,
+    name: &str,
+    batch_size: u32,
+    scope: Option<&RawDocumentBuf>,
+) -> (dualsync_core::reconcile::CollectionReport, Found) {
     let (l, a) = pair.raw(name);
     let mut found = Found::new();
     let report = scan_collection(
         &l,
         &a,
+        scope,
         &ScanOptions {
             batch_size,
             sample_limit: 100,
@@ -302,6 +314,7 @@ async fn jobs_verify_or_repair_the_synced_collections() {
         pair.local.clone(),
         pair.atlas.clone(),
         excluded.clone(),
+        Arc::new(ScopeRules::default()),
         opts(true, None),
         repair,
     );
@@ -331,6 +344,7 @@ async fn jobs_verify_or_repair_the_synced_collections() {
         pair.local.clone(),
         pair.atlas.clone(),
         excluded.clone(),
+        Arc::new(ScopeRules::default()),
         opts(false, None),
         repair,
     );
@@ -351,6 +365,7 @@ async fn jobs_verify_or_repair_the_synced_collections() {
         pair.local.clone(),
         pair.atlas.clone(),
         excluded.clone(),
+        Arc::new(ScopeRules::default()),
         only_b,
         repair.clone(),
     )
@@ -366,6 +381,7 @@ async fn jobs_verify_or_repair_the_synced_collections() {
         pair.local.clone(),
         pair.atlas.clone(),
         excluded,
+        Arc::new(ScopeRules::default()),
         bad,
         repair,
     )
@@ -399,6 +415,7 @@ fn a_cancelled_job_stops_before_scanning() {
         pair.local.clone(),
         pair.atlas.clone(),
         vec![],
+        Arc::new(ScopeRules::default()),
         opts(false, None),
         repair,
     );
@@ -408,4 +425,67 @@ fn a_cancelled_job_stops_before_scanning() {
     assert!(snap.reports.is_empty() && seen.lock().unwrap().is_empty());
     assert_eq!(snap.docs_scanned, 0);
     rt.block_on(pair.drop());
+}
+
+#[tokio::test]
+async fn a_scoped_scan_reads_compares_and_reports_only_the_scope() {
+    let pair = Pair::new().await;
+    let (a_org, b_org) = (ObjectId::new(), ObjectId::new());
+    let docs: Vec<Document> = (0..40)
+        .map(|i| {
+            let org = if i % 2 == 0 { a_org } else { b_org };
+            doc! { "_id": i, "organization": org, "total": i * 10 }
+        })
+        .collect();
+    pair.seed_both("bills", docs).await;
+    let (l, a) = pair.colls("bills");
+    // Out of scope (B): a B-only doc on Atlas, a B doc changed on Atlas, a B doc
+    // deleted locally. None of it may show up in A's scan.
+    a.insert_one(doc! { "_id": 100, "organization": b_org })
+        .await
+        .unwrap();
+    a.update_one(doc! { "_id": 1 }, doc! { "$set": { "total": -1 } })
+        .await
+        .unwrap();
+    l.delete_one(doc! { "_id": 3 }).await.unwrap();
+    // In scope (A): one of each kind.
+    let mut want = Found::new();
+    a.insert_one(doc! { "_id": 200, "organization": a_org })
+        .await
+        .unwrap();
+    want.insert(key(Diff::ExtraOnAtlas, &Bson::Int32(200)));
+    a.update_one(doc! { "_id": 2 }, doc! { "$set": { "total": -1 } })
+        .await
+        .unwrap();
+    want.insert(key(Diff::Different, &Bson::Int32(2)));
+    a.delete_one(doc! { "_id": 4 }).await.unwrap();
+    want.insert(key(Diff::MissingOnAtlas, &Bson::Int32(4)));
+    // The same _id in both scopes: A's copy locally, B's on Atlas. Within A's
+    // scope it is missing on Atlas (B's document is not A's to compare).
+    l.insert_one(doc! { "_id": 300, "organization": a_org })
+        .await
+        .unwrap();
+    a.insert_one(doc! { "_id": 300, "organization": b_org })
+        .await
+        .unwrap();
+    want.insert(key(Diff::MissingOnAtlas, &Bson::Int32(300)));
+
+    let scope = bson::rawdoc! { "organization": a_org };
+    for batch in [0, 7] {
+        let (report, found) = scan_scoped(&pair, "bills", batch, Some(&scope)).await;
+        assert_eq!(found, want, "batch size {batch}");
+        assert_eq!(
+            (report.local_count, report.atlas_count),
+            (21, 21),
+            "{report:?}"
+        );
+        assert_eq!(
+            report.scope.as_ref().unwrap()["organization"]["$oid"],
+            a_org.to_hex()
+        );
+    }
+    // Unscoped, B's changes count too.
+    let (_, all) = scan(&pair, "bills", 0).await;
+    assert!(all.len() > want.len(), "{all:?}");
+    pair.drop().await;
 }

@@ -2,10 +2,11 @@
 //! publish progress while running, and in a full sync hand each difference to
 //! `repair` (which enqueues a mark; the drain worker does the writing).
 
-use super::scan::{CollectionReport, ScanProgress};
+use super::scan::{CollectionReport, Diff, ScanProgress};
 use super::verify::{
     estimated_count, list_sync_collections, scan_collection, ScanOptions, OWN_PREFIX,
 };
+use crate::scope::{filter_json, ExtrasPolicy, ScopeRules};
 use bson::RawDocumentBuf;
 use mongodb::Database;
 use serde::Serialize;
@@ -223,6 +224,7 @@ pub fn spawn_job(
     local_db: Database,
     atlas_db: Database,
     excluded: Vec<String>,
+    scope: Arc<ScopeRules>,
     opts: JobOptions,
     repair: RepairFn,
 ) -> Arc<Job> {
@@ -237,6 +239,7 @@ pub fn spawn_job(
             &local_db,
             &atlas_db,
             &excluded,
+            &scope,
             &opts,
             &repair,
         )
@@ -251,6 +254,7 @@ async fn run(
     local_db: &Database,
     atlas_db: &Database,
     excluded: &[String],
+    scope: &ScopeRules,
     opts: &JobOptions,
     repair: &RepairFn,
 ) -> Outcome {
@@ -289,17 +293,23 @@ async fn run(
         }
         p.text().current_collection = Some(name.clone());
         let (l, a) = (local_db.collection(name), atlas_db.collection(name));
-        let on_diff = |_diff, id: &RawDocumentBuf| {
-            if !opts.dry_run {
+        let policy = scope.extras_policy(name);
+        let on_diff = |diff, id: &RawDocumentBuf| {
+            // Under `report` an extra may be another writer's document: list it only.
+            let keep = diff == Diff::ExtraOnAtlas && policy == ExtrasPolicy::Report;
+            if !opts.dry_run && !keep {
                 repair(name, id);
                 p.repairs_queued.fetch_add(1, Relaxed);
             }
         };
-        let report = match scan_collection(&l, &a, &scan_opts, &p.scan, &job.cancel, on_diff).await
-        {
+        let filter = scope.filter(name);
+        let scanned =
+            scan_collection(&l, &a, filter, &scan_opts, &p.scan, &job.cancel, on_diff).await;
+        let mut report = match scanned {
             Ok(r) => r,
             Err(e) => return Outcome::Failed(format!("collection {name:?}: {e}")),
         };
+        settle_extras(&mut report, scope, policy, opts.dry_run);
         let cancelled = report.cancelled;
         p.text().reports.push(report);
         if cancelled {
@@ -308,6 +318,45 @@ async fn run(
         p.collections_done.fetch_add(1, Relaxed);
     }
     Outcome::Done
+}
+
+/// Fills in the report's policy and extras counts; a full sync also adds
+/// them to the engine's counters and, under `report`, says in the log what
+/// it left in place and how to make the collection a pure mirror.
+fn settle_extras(
+    report: &mut CollectionReport,
+    scope: &ScopeRules,
+    policy: ExtrasPolicy,
+    dry_run: bool,
+) {
+    report.extras_policy = policy.as_str().to_owned();
+    let extras = report.extra_on_atlas;
+    if dry_run || policy == ExtrasPolicy::Report {
+        report.extras_reported = extras;
+    } else {
+        report.extras_deleted = extras;
+    }
+    if dry_run || extras == 0 {
+        return;
+    }
+    scope.count_extras(&report.collection, extras);
+    let within = match scope.filter(&report.collection) {
+        Some(f) => format!(" within scope {}", filter_json(f)),
+        None => String::new(),
+    };
+    let samples = serde_json::to_string(&report.samples_extra).unwrap_or_default();
+    match policy {
+        ExtrasPolicy::Report => tracing::warn!(
+            "full sync: {extras} document(s) of {:?}{within} exist on Atlas but not locally; extras policy \"report\" leaves them in place (a pure mirror would delete them), e.g. _id {samples}. To delete them, set SYNC_EXTRAS_POLICY={{\"{}\":\"delete\"}} (or extrasPolicy: {{ {}: 'delete' }}) and run a full sync",
+            report.collection,
+            report.collection,
+            report.collection
+        ),
+        ExtrasPolicy::Delete => tracing::info!(
+            "full sync: deleting {extras} document(s) of {:?}{within} from Atlas that local does not have (extras policy \"delete\"), e.g. _id {samples}",
+            report.collection
+        ),
+    }
 }
 
 /// Removes `user:password@` from any URI in an error message (driver errors

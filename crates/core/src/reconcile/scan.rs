@@ -71,6 +71,14 @@ pub struct CollectionReport {
     pub samples_different: Vec<Bson>,
     /// The scan stopped early on request; counts cover only what was scanned.
     pub cancelled: bool,
+    /// The collection's scope (relaxed Extended JSON); `null` = every document.
+    pub scope: Option<serde_json::Value>,
+    /// "report" or "delete" (empty when the scan ran without a policy).
+    pub extras_policy: String,
+    /// Extras listed and left on Atlas (a verify lists every extra).
+    pub extras_reported: u64,
+    /// Extras this job queued for deletion (full sync under `delete`).
+    pub extras_deleted: u64,
 }
 
 /// Live counters, shared with whoever reports progress while a scan runs.

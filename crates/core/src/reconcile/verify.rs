@@ -4,6 +4,7 @@
 use super::scan::{
     merge_scan, CollectionReport, Diff, Lookup, ScanContext, ScanError, ScanProgress, Side,
 };
+use crate::scope::{filter_json, scoped_id};
 use bson::{doc, RawDocument, RawDocumentBuf};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use mongodb::action::Find;
@@ -35,6 +36,7 @@ impl Default for ScanOptions {
 struct Pair<'a> {
     local: &'a Collection<RawDocumentBuf>,
     atlas: &'a Collection<RawDocumentBuf>,
+    scope: Option<&'a RawDocumentBuf>,
 }
 
 impl Lookup for Pair<'_> {
@@ -50,8 +52,9 @@ impl Lookup for Pair<'_> {
             Side::Local => self.local,
             Side::Atlas => self.atlas,
         };
-        // `{_id: v}` exactly: the form FerretDB pushes down to its storage.
-        let filter = bson::Document::try_from(id)?;
+        // `{_id: v}` exactly without a scope: the form FerretDB pushes down
+        // to its storage. With one, a document outside it counts as absent.
+        let filter = bson::Document::try_from(scoped_id(id, self.scope).as_ref())?;
         let find = coll.find_one(filter);
         if with_body {
             find.await
@@ -61,18 +64,25 @@ impl Lookup for Pair<'_> {
     }
 }
 
-/// Compares one collection between local and Atlas. `on_diff` receives each
-/// confirmed difference with its `{_id: v}` document; nothing is written.
+/// Compares one collection between local and Atlas, only the documents in
+/// `scope` on either side (the servers apply the filter, so nothing outside
+/// it is read). `on_diff` receives each confirmed difference with its
+/// `{_id: v}` document; nothing is written.
 pub async fn scan_collection(
     local: &Collection<RawDocumentBuf>,
     atlas: &Collection<RawDocumentBuf>,
+    scope: Option<&RawDocumentBuf>,
     opts: &ScanOptions,
     progress: &ScanProgress,
     cancel: &AtomicBool,
     on_diff: impl FnMut(Diff, &RawDocumentBuf),
 ) -> Result<CollectionReport, mongodb::error::Error> {
-    fn open<'a>(coll: &'a Collection<RawDocumentBuf>, batch_size: u32) -> Find<'a, RawDocumentBuf> {
-        let find = coll.find(doc! {}).sort(doc! { "_id": 1 });
+    fn open<'a>(
+        coll: &'a Collection<RawDocumentBuf>,
+        filter: bson::Document,
+        batch_size: u32,
+    ) -> Find<'a, RawDocumentBuf> {
+        let find = coll.find(filter).sort(doc! { "_id": 1 });
         if batch_size > 0 {
             find.batch_size(batch_size)
         } else {
@@ -83,8 +93,12 @@ pub async fn scan_collection(
         0 => 1000,
         n => n.min(10_000) as usize,
     };
-    let local_cursor = prefetch(open(local, opts.batch_size).await?, depth);
-    let atlas_cursor = prefetch(open(atlas, opts.batch_size).await?, depth);
+    let filter = match scope {
+        Some(s) => bson::Document::try_from(s.as_ref())?,
+        None => doc! {},
+    };
+    let local_cursor = prefetch(open(local, filter.clone(), opts.batch_size).await?, depth);
+    let atlas_cursor = prefetch(open(atlas, filter, opts.batch_size).await?, depth);
     let ctx = ScanContext {
         collection: local.name(),
         sample_limit: opts.sample_limit,
@@ -95,10 +109,18 @@ pub async fn scan_collection(
         ctx,
         local_cursor,
         atlas_cursor,
-        &Pair { local, atlas },
+        &Pair {
+            local,
+            atlas,
+            scope,
+        },
         on_diff,
     )
     .await
+    .map(|mut report| {
+        report.scope = scope.map(|s| filter_json(s));
+        report
+    })
     .map_err(|e| match e {
         ScanError::Read(e) => e,
         other => mongodb::error::Error::custom(other.to_string()),
