@@ -128,7 +128,9 @@ describe('dualsync CLI', () => {
 
     const before = await runCli(['verify', ...uris(fdb)])
     expect(before.code, before.stderr).toBe(1)
-    const full = await runCli(['full-sync', '--json', '--data-dir', dataDir, ...uris(fdb)])
+    // A pure mirror: the Atlas-only u8 is deleted (the default policy, report, would keep it).
+    const mirror = { env: { SYNC_EXTRAS_POLICY: 'delete' } }
+    const full = await runCli(['full-sync', '--json', '--data-dir', dataDir, ...uris(fdb)], mirror)
     expect(full.code, full.stderr).toBe(0)
     const out = onlyJson(full.stdout)
     expect(out).toMatchObject({ ok: true, job: { kind: 'fullSync', state: 'done', differences: 1503, repairsQueued: 1503 } })
@@ -138,7 +140,7 @@ describe('dualsync CLI', () => {
     assertConverged(await compareDatabases(local, atlas, fdb))
 
     // Text output, on a database that is already consistent.
-    const text = await runCli(['full-sync', '--data-dir', dataDir, ...uris(fdb)])
+    const text = await runCli(['full-sync', '--data-dir', dataDir, ...uris(fdb)], mirror)
     expect(text.code, text.stderr).toBe(0)
     expect(text.stdout).toMatch(/^fullSync done: 1509 documents scanned, 0 differences, 0 repairs queued/m)
   })

@@ -6,6 +6,8 @@ import path from 'node:path'
 
 const require = createRequire(import.meta.url)
 const { loadConfig, FIELDS } = require('../lib/config.js')
+const { nativeScopeRules } = require('../lib/scope.js')
+const { BSON } = require('bson')
 const { createSync } = require('../index.js')
 
 const base = { SYNC_ENABLED: 'true', MONGODB_LOCAL_URI: 'mongodb://127.0.0.1:27017/bomba', MONGODB_ATLAS_URI: 'mongodb+srv://bomba-user:Pa55word@cluster0.x.mongodb.net/bomba?retryWrites=true&w=majority' }
@@ -80,6 +82,77 @@ describe('loadConfig', () => {
     }
   })
 })
+
+describe('scope and extras policy', () => {
+  const oid = '64b7f0c2a1b2c3d4e5f60718'
+
+  it('defaults to no scope and extras policy report', () => {
+    const c = loadConfig({}, base)
+    expect(c.scope).toEqual({})
+    expect(c.extrasPolicy).toEqual({ '*': 'report' })
+  })
+
+  it('reads SYNC_SCOPE as Extended JSON (ObjectId via $oid) and SYNC_EXTRAS_POLICY as a word or a map', () => {
+    const c = loadConfig({}, { ...base, SYNC_SCOPE: `{"*": {"organization": {"$oid": "${oid}"}}, "menus": {"shared": true}}`, SYNC_EXTRAS_POLICY: '{"sessions": "delete"}' })
+    expect(c.scope['*'].organization).toBeInstanceOf(BSON.ObjectId)
+    expect(c.scope['*'].organization.toHexString()).toBe(oid)
+    expect(c.scope.menus).toEqual({ shared: true })
+    expect(c.extrasPolicy).toEqual({ '*': 'report', sessions: 'delete' })
+    expect(loadConfig({}, { ...base, SYNC_EXTRAS_POLICY: 'DELETE' }).extrasPolicy).toEqual({ '*': 'delete' })
+    // Each collection falls back to "*" for what it does not name.
+    const rules = nativeScopeRules(c)
+    const byName = Object.fromEntries(rules.map((r) => [r.collection, r]))
+    expect(Object.keys(byName).sort()).toEqual(['*', 'menus', 'sessions'])
+    expect(byName.sessions.extrasPolicy).toBe('delete')
+    expect(BSON.deserialize(byName.sessions.filter).organization.toHexString()).toBe(oid)
+    expect(BSON.deserialize(byName.menus.filter)).toEqual({ shared: true })
+    expect(byName.menus.extrasPolicy).toBe('report')
+  })
+
+  it('lets options win, with ObjectIds given as values', () => {
+    const org = new BSON.ObjectId(oid)
+    const c = loadConfig({ scope: { bills: { organization: org } }, extrasPolicy: 'delete' }, { ...base, SYNC_SCOPE: 'not json', SYNC_EXTRAS_POLICY: 'nope' })
+    expect(c.scope.bills.organization.toHexString()).toBe(oid)
+    expect(c.extrasPolicy).toEqual({ '*': 'delete' })
+  })
+
+  const badScope = [
+    ['SYNC_SCOPE', '{organization: 1}', /SYNC_SCOPE="\{organization: 1\}": not valid Extended JSON .*expected a JSON object of collection name/],
+    ['SYNC_SCOPE', '[1]', /Invalid SYNC_SCOPE: expected a JSON object of collection name/],
+    ['SYNC_SCOPE', '{"bills": 5}', /SYNC_SCOPE: the scope of "bills" is not an object/],
+    ['SYNC_SCOPE', '{"*": {"_id": 1}}', /SYNC_SCOPE: the scope of "\*" filters on _id/],
+    ['SYNC_SCOPE', '{"*": {"organization": {"$oid": "xyz"}}}', /SYNC_SCOPE=.*not valid Extended JSON/],
+    ['SYNC_EXTRAS_POLICY', 'keep', /SYNC_EXTRAS_POLICY="keep": expected report or delete/],
+    ['SYNC_EXTRAS_POLICY', '{"bills": "purge"}', /SYNC_EXTRAS_POLICY: the policy of "bills" is "purge"; expected report or delete/],
+    ['SYNC_EXTRAS_POLICY', '{"bills": ', /SYNC_EXTRAS_POLICY=.*not valid JSON/]
+  ]
+  it.each(badScope)('%s=%j fails createSync with ERR_SYNC_CONFIG naming it', async (name, value, pattern) => {
+    expect(() => loadConfig({}, { ...base, [name]: value })).toThrow(pattern)
+    const env = { ...process.env }
+    try {
+      Object.assign(process.env, base, { [name]: value })
+      const err = await createSync({}).then(() => null, (e) => e)
+      expect(err).not.toBeNull()
+      expect(err.code).toBe('ERR_SYNC_CONFIG')
+      expect(err.message).toMatch(pattern)
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in env)) delete process.env[k]
+      Object.assign(process.env, env)
+    }
+  })
+
+  it('a bad option names the option', async () => {
+    const err = await createSync({ ...optionsFrom(base), extrasPolicy: 'mirror' }).then(() => null, (e) => e)
+    expect(err.code).toBe('ERR_SYNC_CONFIG')
+    expect(err.message).toMatch(/option extrasPolicy="mirror": expected report or delete/)
+    const err2 = await createSync({ ...optionsFrom(base), scope: { bills: 'org-a' } }).then(() => null, (e) => e)
+    expect(err2.message).toMatch(/option scope: the scope of "bills" is not an object/)
+  })
+})
+
+function optionsFrom (env) {
+  return { enabled: true, localUri: env.MONGODB_LOCAL_URI, atlasUri: env.MONGODB_ATLAS_URI }
+}
 
 describe('SYNC_ENABLED=false', () => {
   it('registers no hook, logs the line operators look for, and every call is a no-op', async () => {

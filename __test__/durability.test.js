@@ -19,7 +19,8 @@ const HOLDER = path.join(__dirname, 'fixtures', 'holder.js')
 let servers
 
 const tmpDir = (tag) => fs.mkdtempSync(path.join(os.tmpdir(), `dualsync-${tag}-`))
-const fast = { workerInterval: 0, connectTimeoutMs: 1000, backoffMinMs: 10, backoffMaxMs: 200, logLevel: 'error' }
+// A pure mirror (extras policy delete): these tests own their Atlas databases.
+const fast = { extrasPolicy: 'delete', workerInterval: 0, connectTimeoutMs: 1000, backoffMinMs: 10, backoffMaxMs: 200, logLevel: 'error' }
 
 function runChild (env, { stdin = 'ignore' } = {}) {
   const child = spawn(process.execPath, [HOLDER], { env: { ...process.env, ...env }, stdio: [stdin, 'pipe', 'pipe'] })

@@ -7,6 +7,7 @@
  */
 const path = require('node:path')
 const { redactUri } = require('./redact')
+const { loadScope } = require('./scope')
 
 class ConfigError extends Error {
   constructor (message) {
@@ -129,7 +130,7 @@ function loadConfig (options = {}, env = process.env) {
       cfg[key] = Array.isArray(dflt) ? [...dflt] : dflt
     }
   }
-  const known = new Set([...Object.keys(FIELDS), 'logger', 'localDb', 'atlasDb'])
+  const known = new Set([...Object.keys(FIELDS), 'logger', 'localDb', 'atlasDb', 'scope', 'extrasPolicy'])
   for (const key of Object.keys(options)) {
     if (!known.has(key)) throw new ConfigError(`Unknown option ${key}: see the configuration table in the README`)
   }
@@ -144,6 +145,8 @@ function loadConfig (options = {}, env = process.env) {
   if (cfg.backoffMaxMs < cfg.backoffMinMs) {
     throw new ConfigError(`Invalid SYNC_BACKOFF_MAX_MS=${cfg.backoffMaxMs}: expected at least SYNC_BACKOFF_MIN_MS (${cfg.backoffMinMs})`)
   }
+  // Scope and extras policy (SYNC_SCOPE, SYNC_EXTRAS_POLICY): lib/scope.js.
+  Object.assign(cfg, loadScope(options, env, (m) => new ConfigError(m)))
   cfg.localDb = options.localDb || dbFromUri(cfg.localUri) || 'test'
   cfg.atlasDb = options.atlasDb || dbFromUri(cfg.atlasUri) || cfg.localDb
   let dir = path.resolve(cfg.dataDir || path.join(process.cwd(), '.dualsync'))

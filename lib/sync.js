@@ -5,6 +5,7 @@ const { encodeOp } = require('./ids')
 const { scrub } = require('./redact')
 const { evaluateHealth } = require('./health')
 const { JobRunner, validateCron } = require('./jobs')
+const { nativeScopeRules, describeScope } = require('./scope')
 
 let native = null
 function loadNative () {
@@ -73,13 +74,15 @@ class Sync extends EventEmitter {
         backoffMinMs: c.backoffMinMs,
         backoffMaxMs: c.backoffMaxMs,
         connectTimeoutMs: c.connectTimeoutMs,
-        logLevel: c.logLevel
+        logLevel: c.logLevel,
+        scopeRules: nativeScopeRules(c)
       }, log)
     } catch (e) {
       throw wrapNativeError(e, this._secrets)
     }
     this._jobs = new JobRunner(() => this._native(), this.logger)
     this.logger.info('✓ Sync system initialized')
+    this.logger.info(describeScope(c))
     // Health is evaluated on a timer too, so 'alert' fires even when nobody polls.
     this._healthTimer = setInterval(() => {
       try { this.health() } catch { /* closed meanwhile */ }

@@ -28,6 +28,7 @@ function adminSyncOptions (servers, dbName, token, extra = {}) {
     atlasUri: credUri(servers.atlas.uri, dbName),
     dataDir: fs.mkdtempSync(path.join(os.tmpdir(), `dualsync-${dbName.slice(0, 12)}-`)),
     adminToken: token,
+    extrasPolicy: 'delete', // a pure mirror: each test owns its Atlas database
     maxRetries: 1,
     backoffMinMs: 10,
     backoffMaxMs: 50,

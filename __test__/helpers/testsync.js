@@ -12,8 +12,8 @@ const { createSync } = require('../../index.js')
 /**
  * @param {{local: {uri: string}, atlas: {uri: string}}} servers a pair from useServers()
  * @param {string} db database name on both sides
- * @param {object} [options] createSync options that override the shared ones; `dirPrefix` names
- *   the temp data dir
+ * @param {object} [options] createSync options that override the shared ones (extras policy
+ *   `delete`: a pure mirror); `dirPrefix` names the temp data dir
  * @returns {Promise<{sync: any, dataDir: string}>}
  */
 export async function openTestSync (servers, db, { dirPrefix = 'dualsync-test-', ...options } = {}) {
@@ -25,6 +25,9 @@ export async function openTestSync (servers, db, { dirPrefix = 'dualsync-test-',
     dataDir,
     workerInterval: 0,
     logLevel: 'warn',
+    // These tests own their Atlas database (a pure mirror): extras are deleted. The shared-Atlas
+    // tests (sharedatlas.test.js) pass their own policy.
+    extrasPolicy: 'delete',
     ...options
   })
   return { sync, dataDir }

@@ -66,8 +66,11 @@ function printReport (snap, values, io) {
   io.stdout.write(`${snap.kind} ${snap.state}: ${snap.docsScanned} documents scanned, ${snap.differences} differences` +
     (snap.kind === 'fullSync' ? `, ${snap.repairsQueued} repairs queued` : '') + '\n')
   for (const r of snap.reports) {
-    const mark = r.missingOnAtlas + r.extraOnAtlas + r.different === 0 ? '✓' : '✗'
-    io.stdout.write(`  ${mark} ${r.collection}: local=${r.localCount} atlas=${r.atlasCount} missing=${r.missingOnAtlas} extra=${r.extraOnAtlas} different=${r.different}\n`)
+    const mark = toRepair(r) === 0 ? '✓' : '✗'
+    const scope = r.scope ? ` scope=${JSON.stringify(r.scope)}` : ''
+    const kept = r.extrasReported ? ` (${r.extrasReported} reported, left on Atlas)` : ''
+    io.stdout.write(`  ${mark} ${r.collection}: local=${r.localCount} atlas=${r.atlasCount} missing=${r.missingOnAtlas} extra=${r.extraOnAtlas} different=${r.different}` +
+      ` extras-policy=${r.extrasPolicy}${kept}${scope}\n`)
   }
   if (snap.error) io.stdout.write(`  error: ${snap.error}\n`)
 }
@@ -84,9 +87,14 @@ async function runJob (job, values, io) {
   }
 }
 
+/** Differences a full sync would repair: extras under `report` are listed, never repaired. */
+function toRepair (r) {
+  return r.missingOnAtlas + r.extraOnAtlas + r.different - (r.extrasReported || 0)
+}
+
 function exitCodeFor (snap) {
   if (snap.state === 'failed' || snap.state === 'cancelled') return 2
-  return snap.differences > 0 ? 1 : 0
+  return snap.reports.some((r) => toRepair(r) > 0) ? 1 : 0
 }
 
 /** verify: read-only comparison; exit 1 when anything differs. */

@@ -331,10 +331,11 @@ fn settle_extras(
 ) {
     report.extras_policy = policy.as_str().to_owned();
     let extras = report.extra_on_atlas;
-    if dry_run || policy == ExtrasPolicy::Report {
-        report.extras_reported = extras;
-    } else {
-        report.extras_deleted = extras;
+    match policy {
+        ExtrasPolicy::Report => report.extras_reported = extras,
+        // A verify deletes nothing: its extras are differences a full sync repairs.
+        ExtrasPolicy::Delete if !dry_run => report.extras_deleted = extras,
+        ExtrasPolicy::Delete => {}
     }
     if dry_run || extras == 0 {
         return;

@@ -75,7 +75,8 @@ pub struct CollectionReport {
     pub scope: Option<serde_json::Value>,
     /// "report" or "delete" (empty when the scan ran without a policy).
     pub extras_policy: String,
-    /// Extras listed and left on Atlas (a verify lists every extra).
+    /// Extras the `report` policy lists and leaves on Atlas (not repairable
+    /// differences: they may belong to another writer).
     pub extras_reported: u64,
     /// Extras this job queued for deletion (full sync under `delete`).
     pub extras_deleted: u64,
