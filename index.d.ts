@@ -26,6 +26,19 @@ export interface SyncOptions {
   batchSize?: number
   /** `SYNC_EXCLUDED_COLLECTIONS` (comma list): collections never synced. */
   excludedCollections?: string[] | string
+  /**
+   * `SYNC_SCOPE` (none): which documents this installation owns, per collection name or `'*'`
+   * (every other collection): a MongoDB filter not on `_id`, e.g. `{ '*': { organization: orgId } }`,
+   * or the env form as a string (Extended JSON: `{"*": {"organization": {"$oid": "…"}}}`).
+   * Scans, re-reads and Atlas writes stay inside it. `null` ignores the env var.
+   */
+  scope?: Record<string, Record<string, unknown>> | string | null
+  /**
+   * `SYNC_EXTRAS_POLICY` ('report'): what a full sync does with in-scope documents only Atlas has:
+   * `'report'` lists them and touches nothing, `'delete'` deletes them (pure mirror). One policy, or
+   * per collection / `'*'`. `null` ignores the env var.
+   */
+  extrasPolicy?: ExtrasPolicy | Record<string, ExtrasPolicy> | string | null
   /** `SYNC_DATA_DIR` (./.dualsync; `/instance-N` appended under PM2 cluster mode). */
   dataDir?: string
   /** `SYNC_FSYNC_INTERVAL_MS` (1000): journal fsync period; bounds what a power loss can take. 0 = fsync every enqueue. */
@@ -58,6 +71,8 @@ export interface SyncOptions {
   healthMaxDeadLetters?: number
   healthAtlasDownMs?: number
 }
+
+export type ExtrasPolicy = 'report' | 'delete'
 
 export interface Logger {
   debug?(message: string): void
@@ -109,6 +124,14 @@ export interface Metrics {
   /** Failures inside capture hooks (counted, logged, never thrown into the app). */
   hookErrors: number
   fullSync: JobSnapshot | null
+  scope: {
+    /** Per collection named in the configuration, and `'*'` for the rest. `scope: null` = every document. */
+    rules: Record<string, { scope: Record<string, unknown> | null; extrasPolicy: ExtrasPolicy }>
+    /** Extras full syncs and collection reconciles left in place (`report`) since start. */
+    extrasReported: number
+    /** Extras full syncs and collection reconciles queued for deletion (`delete`) since start. */
+    extrasDeleted: number
+  }
 }
 
 export interface Health {
@@ -144,6 +167,13 @@ export interface CollectionReport {
   samplesExtra: unknown[]
   samplesDifferent: unknown[]
   cancelled: boolean
+  /** The collection's scope (relaxed Extended JSON); `null` = every document. Counts cover only it. */
+  scope: Record<string, unknown> | null
+  extrasPolicy: ExtrasPolicy
+  /** Extras listed and left on Atlas (`report`). */
+  extrasReported: number
+  /** Extras this full sync queued for deletion (`delete`; 0 in a verify). */
+  extrasDeleted: number
 }
 
 export interface JobSnapshot {

@@ -73,6 +73,8 @@ export interface NativeConfig {
   connectTimeoutMs: number
   logLevel: string
   segmentBytes?: number
+  /** Scope and extras policy per collection; `*` applies to the rest. */
+  scopeRules?: Array<NativeScopeRule>
 }
 
 export interface NativeJobOptions {
@@ -98,4 +100,14 @@ export interface NativeMark {
 export interface NativeRetryFilter {
   collection?: string
   code?: number
+}
+
+/** One collection's rule, as lib/scope.js resolves it. */
+export interface NativeScopeRule {
+  /** A collection name, or `*`. */
+  collection: string
+  /** The scope filter as a BSON document; absent = every document. */
+  filter?: Buffer
+  /** "report" or "delete". */
+  extrasPolicy: string
 }

@@ -194,6 +194,9 @@ describe('dashboard', () => {
     const progress = await page.$eval('#job-progress', (p) => [p.value, p.max])
     expect(progress[0]).toBe(progress[1])
     await waitText('#job-reports tbody', /legacy/)
+    // Each report row names its extras policy and scope; the scope panel lists the rules.
+    await waitText('#job-reports tbody', /legacy500050000delete0 \/ 0every document/)
+    await waitText('#scope-rules tbody', /^\* \(every other collection\)every documentdelete$/)
     expect(await sync.flush({ timeoutMs: 60_000 })).toBe(true)
     assertConverged(await compareDatabases(local, atlas, dbName, ['legacy', 'orders', 'users']))
 

@@ -17,17 +17,31 @@ function appBsonLib () {
   return appBson
 }
 
-function serializeId (id) {
+/**
+ * BSON bytes of a document whose values may come from our bson or the app's (another major).
+ * @param {object} doc
+ * @returns {Uint8Array}
+ * @throws {Error} with each library's reason when neither can encode it
+ */
+function serializeBson (doc) {
   const errors = []
   for (const lib of [require('bson'), appBsonLib()]) {
     if (!lib) continue
     try {
-      return lib.serialize({ _id: id })
+      return lib.serialize(doc)
     } catch (e) {
       errors.push(e.message)
     }
   }
-  throw new TypeError(`id of type ${describe(id)} cannot be encoded as BSON (${errors.join('; ')})`)
+  throw new Error(errors.join('; '))
+}
+
+function serializeId (id) {
+  try {
+    return serializeBson({ _id: id })
+  } catch (e) {
+    throw new TypeError(`id of type ${describe(id)} cannot be encoded as BSON (${e.message})`)
+  }
 }
 
 function describe (v) {
@@ -85,4 +99,4 @@ function encodeId (id, collection) {
   return { k: K.BSON, v: Buffer.from(serializeId(id)) }
 }
 
-module.exports = { encodeOp, K }
+module.exports = { serializeBson, encodeOp, K }

@@ -7,6 +7,7 @@
  * variable and the expected form.
  */
 const { EJSON, BSON } = require('bson')
+const { serializeBson } = require('./ids')
 
 const DEFAULT_KEY = '*'
 const POLICIES = ['report', 'delete']
@@ -103,10 +104,11 @@ function loadScope (options, env, error) {
   const scope = pick('scope', 'SYNC_SCOPE', parseScope)
   const extrasPolicy = pick('extrasPolicy', 'SYNC_EXTRAS_POLICY', parsePolicy)
   if (!extrasPolicy[DEFAULT_KEY]) extrasPolicy[DEFAULT_KEY] = DEFAULT_POLICY
-  // Serialise now so a filter BSON cannot encode fails createSync, not a scan.
+  // Encoded now (with our bson or the app's), so a filter BSON cannot hold fails createSync,
+  // and kept as our own bson's values from here on.
   for (const [coll, filter] of Object.entries(scope)) {
     try {
-      BSON.serialize(filter)
+      scope[coll] = BSON.deserialize(serializeBson(filter))
     } catch (e) {
       throw error(`Invalid scope of ${JSON.stringify(coll)}: ${e.message}; expected ${SCOPE_FORM}`)
     }
