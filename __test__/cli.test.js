@@ -110,6 +110,29 @@ describe('dualsync CLI', () => {
       expect.objectContaining({ collection: 'users', localCount: 3, atlasCount: 4, missingOnAtlas: 0, extraOnAtlas: 1, different: 1, samplesMissing: [], samplesExtra: ['u9'], samplesDifferent: ['u1'], cancelled: false })
     ])
 
+    // Scope and extras policy per collection: the default policy lists u9 (reported, left on
+    // Atlas); the text line says so.
+    expect(out.job.reports[1]).toMatchObject({ scope: null, extrasPolicy: 'report', extrasReported: 1, extrasDeleted: 0 })
+    expect(text.stdout).toMatch(/✗ users: .* extras-policy=report \(1 reported, left on Atlas\)\n/)
+
+    // With a scope, only its documents are compared: u9 and the renamed u1 are outside it.
+    const scoped = await runCli(['verify', '--json', '--collections', 'users', ...uris(db)], {
+      env: { SYNC_SCOPE: '{"users": {"_id": {"$in": ["u2", "u3"]}}}' }
+    })
+    expect(scoped.code).toBe(2)
+    expect(scoped.stderr).toMatch(/SYNC_SCOPE: the scope of "users" filters on _id/)
+    await local.db(db).collection('users').updateMany({}, { $set: { team: 'a' } })
+    await atlas.db(db).collection('users').updateMany({ _id: { $in: ['u2', 'u3'] } }, { $set: { team: 'a' } })
+    const byTeam = await runCli(['verify', '--json', '--collections', 'users', ...uris(db)], {
+      env: { SYNC_SCOPE: '{"users": {"team": "a"}}' }
+    })
+    const teamReport = onlyJson(byTeam.stdout).job.reports[0]
+    // u1 is renamed on Atlas and has no team there; u9 has none either: local has 3 in scope, Atlas 2.
+    expect(teamReport).toMatchObject({ scope: { team: 'a' }, localCount: 3, atlasCount: 2, missingOnAtlas: 1, extraOnAtlas: 0, different: 0, samplesMissing: ['u1'] })
+    expect(byTeam.code, byTeam.stderr).toBe(1)
+    await local.db(db).collection('users').updateMany({}, { $unset: { team: '' } })
+    await atlas.db(db).collection('users').updateMany({}, { $unset: { team: '' } })
+
     const one = await runCli(['verify', '--json', '--collections', 'users', ...uris(db)])
     expect(one.code, one.stderr).toBe(1)
     expect(onlyJson(one.stdout).job.reports.map((r) => r.collection)).toEqual(['users'])

@@ -203,6 +203,8 @@ function expectMatches (fams, m, p = 'dualsync_', after = m) {
   eq('backlog', { location: 'disk' }, m.backlog.disk)
   eq('backlog', { location: 'in_flight' }, m.backlog.inFlight)
   eq('dead_letters', {}, m.deadLetters)
+  eq('extras_total', { action: 'reported' }, m.scope.extrasReported)
+  eq('extras_total', { action: 'deleted' }, m.scope.extrasDeleted)
   eq('atlas_connected', {}, m.atlas.connected ? 1 : 0)
   eq('success_ratio', {}, m.successRate)
   // A sliding-window rate decays with the clock, even while paused.

@@ -135,6 +135,8 @@ function loadConfig (options = {}, env = process.env) {
     if (!known.has(key)) throw new ConfigError(`Unknown option ${key}: see the configuration table in the README`)
   }
   cfg.logger = options.logger
+  // Scope and extras policy (SYNC_SCOPE, SYNC_EXTRAS_POLICY): lib/scope.js.
+  Object.assign(cfg, loadScope(options, env, (m) => new ConfigError(m)))
   if (!cfg.enabled) return Object.freeze(cfg)
   if (!cfg.localUri) {
     throw new ConfigError('MONGODB_LOCAL_URI is required when sync is enabled: expected a mongodb:// URI of the local (primary) database')
@@ -145,8 +147,6 @@ function loadConfig (options = {}, env = process.env) {
   if (cfg.backoffMaxMs < cfg.backoffMinMs) {
     throw new ConfigError(`Invalid SYNC_BACKOFF_MAX_MS=${cfg.backoffMaxMs}: expected at least SYNC_BACKOFF_MIN_MS (${cfg.backoffMinMs})`)
   }
-  // Scope and extras policy (SYNC_SCOPE, SYNC_EXTRAS_POLICY): lib/scope.js.
-  Object.assign(cfg, loadScope(options, env, (m) => new ConfigError(m)))
   cfg.localDb = options.localDb || dbFromUri(cfg.localUri) || 'test'
   cfg.atlasDb = options.atlasDb || dbFromUri(cfg.atlasUri) || cfg.localDb
   let dir = path.resolve(cfg.dataDir || path.join(process.cwd(), '.dualsync'))

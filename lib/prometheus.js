@@ -101,6 +101,11 @@ function families (m, { prefix = DEFAULT_PREFIX, now = Date.now() } = {}) {
   fam('journal_corrupt_records', 'gauge', 'Journal records found corrupt at recovery (their collections are reconciled).',
     one(journal.corruptRecords))
   fam('uptime_seconds', 'gauge', 'Seconds since the engine started.', one(seconds(snapshot.uptimeMs)))
+  const scope = snapshot.scope || {}
+  fam('extras_total', 'counter', 'In-scope documents only Atlas had, found by full syncs and collection reconciles, by what the extras policy did (reported = left in place).', [
+    { labels: { action: 'reported' }, value: num(scope.extrasReported) },
+    { labels: { action: 'deleted' }, value: num(scope.extrasDeleted) }
+  ])
   const job = snapshot.fullSync
   const running = !!(job && job.state === 'running')
   fam('full_sync_running', 'gauge', 'Whether a full sync or verify job is running (1).', one(running))
