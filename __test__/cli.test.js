@@ -122,7 +122,7 @@ describe('dualsync CLI', () => {
     expect(scoped.code).toBe(2)
     expect(scoped.stderr).toMatch(/SYNC_SCOPE: the scope of "users" filters on _id/)
     await local.db(db).collection('users').updateMany({}, { $set: { team: 'a' } })
-    await atlas.db(db).collection('users').updateMany({ _id: { $in: ['u2', 'u3'] } }, { $set: { team: 'a' } })
+    await atlas.db(db).collection('users').updateMany({ _id: { $in: ['u0', 'u2'] } }, { $set: { team: 'a' } })
     const byTeam = await runCli(['verify', '--json', '--collections', 'users', ...uris(db)], {
       env: { SYNC_SCOPE: '{"users": {"team": "a"}}' }
     })

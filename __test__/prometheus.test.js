@@ -248,7 +248,8 @@ describe('toPrometheus (text rules)', () => {
     oldestPendingAgeMs: 2500,
     journal: { persist: true, bytes: 4096, segments: 2, corruptRecords: 0, recovered: 0, checkpoint: 1, end: 5 },
     hookErrors: 0,
-    fullSync: null
+    fullSync: null,
+    scope: { rules: { '*': { scope: { organization: { $oid: '64b7f0c2a1b2c3d4e5f60718' } }, extrasPolicy: 'report' } }, extrasReported: 4, extrasDeleted: 1 }
   }
 
   it('is strictly valid and round-trips label values through escaping', () => {
