@@ -245,4 +245,40 @@ describe('shared Atlas: two cafés and a cloud app in one Atlas database', () =>
       await atlasClient.close()
     }
   })
+  it('collection reconciles (writes above the mark cap) stay in scope and follow the extras policy', async () => {
+    const atlasDb = uniqueDbName('shared_cap')
+    const [orgA, orgB] = [new BSON.ObjectId(), new BSON.ObjectId()]
+    const a = await openCafe('cap', atlasDb, orgA, { queryMarkCap: 5 })
+    const atlasClient = new MongoClient(servers.atlas.uri)
+    await atlasClient.connect()
+    try {
+      const atlas = atlasClient.db(atlasDb).collection('bills')
+      const theirs = Array.from({ length: 10 }, (_, n) => ({ _id: new BSON.ObjectId(), organization: orgB, n, total: 0 }))
+      await atlas.insertMany(theirs)
+      const theirsBefore = await rawDocs(atlas, { organization: orgB })
+      await a.Bill.insertMany(Array.from({ length: 20 }, (_, n) => ({ organization: orgA, n, total: 0 })))
+      await a.flush()
+
+      // 20 matches > cap 5: the collection is reconciled, within A's scope only.
+      await a.Bill.updateMany({ organization: orgA }, { $inc: { total: 7 } })
+      await a.flush()
+      expectSameBytes(await rawDocs(atlas, { organization: orgA }), await rawDocs(a.local), 'A after the update over the cap')
+      // Again over the cap, now deleting: under report the reconcile lists the 12 deleted
+      // documents as extras and leaves them (the documented limit of report).
+      await a.Bill.deleteMany({ organization: orgA, n: { $gte: 8 } })
+      await a.flush()
+      expect(await a.local.countDocuments({})).toBe(8)
+      expect(await atlas.countDocuments({ organization: orgA })).toBe(20)
+      // Counted per reconcile that finds them (the write marks the collection before and after it).
+      const { extrasReported, extrasDeleted } = a.sync.metrics().scope
+      expect(extrasReported).toBeGreaterThanOrEqual(12)
+      expect(extrasReported % 12).toBe(0)
+      expect(extrasDeleted).toBe(0)
+      expect(a.lines.some((l) => /12 document\(s\) in scope exist on Atlas but not locally; extras policy "report"/.test(l)), a.lines.join('\n')).toBe(true)
+      // B's documents were neither compared nor written.
+      expectSameBytes(await rawDocs(atlas, { organization: orgB }), theirsBefore, 'the other café\'s documents')
+    } finally {
+      await atlasClient.close()
+    }
+  })
 })
