@@ -336,6 +336,11 @@ describe('full sync and verify jobs (Express 5)', () => {
     expect(res.body.job).toMatchObject({ kind: 'verify', state: 'done' })
     const report = res.body.job.reports.find((r) => r.collection === 'small')
     expect(report).toMatchObject({ localCount: 3, atlasCount: 0, missingOnAtlas: 3 })
+    // Scope and extras policy per collection, in the report and in GET /metrics.
+    expect(report).toMatchObject({ scope: null, extrasPolicy: 'delete', extrasReported: 0, extrasDeleted: 0 })
+    const metrics = await call(base(), 'get', '/admin/metrics')
+    expect(metrics.body.scope.rules).toEqual({ '*': { scope: null, extrasPolicy: 'delete' } })
+    expect(metrics.body.scope).toMatchObject({ extrasReported: expect.any(Number), extrasDeleted: expect.any(Number) })
     expect(await atlas.db(dbName).collection('small').countDocuments()).toBe(0)
 
     const started = await call(base(), 'get', '/admin/verify?collections=small')
