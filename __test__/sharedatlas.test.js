@@ -1,4 +1,4 @@
-// Shared Atlas: two cafés (two local databases) and a cloud app write into ONE Atlas database,
+// Shared Atlas: two cafés (each its own local server) and a cloud app write into ONE Atlas database,
 // documents tagged by organization, each installation scoped to its own. Concurrent writes, a
 // full sync and a verify from each café must leave Atlas holding exactly each café's documents
 // (byte for byte, per scope) plus the cloud app's, none deleted or changed by another writer.
@@ -8,24 +8,24 @@ import fs from 'node:fs'
 import { useServers, uniqueDbName } from './helpers/servers.js'
 import { openTestSync } from './helpers/testsync.js'
 import { idKeys } from './helpers/jobsync.js'
+import testbed from '../scripts/testbed.js'
 
 const require = createRequire(import.meta.url)
 const mongoose = require('mongoose')
 const { MongoClient, BSON } = mongoose.mongo
 
 let servers
-let driver
+let localB // café B's own local server (café A uses the pair's)
 const open = []
 
 beforeAll(async () => {
   servers = await useServers()
-  driver = new MongoClient(servers.local.uri.replace(/\/$/, ''))
-  await driver.connect()
+  localB = await testbed.startServer({ name: 'cafe-b-local' })
 })
 
 afterAll(async () => {
   for (const c of open.splice(0)) await c.close()
-  if (driver) await driver.close()
+  if (localB) await localB.stop()
 })
 
 /** Raw documents of a collection matching `filter`, by type-aware `_id` key. */
@@ -50,11 +50,11 @@ function expectSameBytes (actual, expected, what) {
  * One installation: its own local database, the shared Atlas database, a scope on
  * `organization`, and a Mongoose instance whose `Bill` model is captured by its sync.
  */
-async function openCafe (name, atlasDb, org, syncOptions = {}) {
+async function openCafe (name, atlasDb, org, syncOptions = {}, local = servers.local) {
   const db = uniqueDbName(`shared_${name}`)
   const lines = []
   const logger = { debug () {}, info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m) }
-  const { sync, dataDir } = await openTestSync(servers, db, {
+  const { sync, dataDir } = await openTestSync({ local, atlas: servers.atlas }, db, {
     dirPrefix: `dualsync-shared-${name}-`,
     atlasUri: `${servers.atlas.uri}/${atlasDb}`,
     scope: { '*': { organization: org } },
@@ -70,8 +70,10 @@ async function openCafe (name, atlasDb, org, syncOptions = {}) {
   const m = new mongoose.Mongoose()
   m.plugin(sync.plugin)
   const Bill = m.model('Bill', new m.Schema({ organization: m.Schema.Types.ObjectId, n: Number, total: Number, note: String }))
-  await m.connect(`${servers.local.uri}/${db}`)
+  await m.connect(`${local.uri}/${db}`)
   await Bill.init()
+  const driver = new MongoClient(local.uri)
+  await driver.connect()
   const cafe = {
     name,
     db,
@@ -86,6 +88,7 @@ async function openCafe (name, atlasDb, org, syncOptions = {}) {
     async close () {
       await m.disconnect()
       await sync.close({ drainTimeoutMs: 0 })
+      await driver.close()
       fs.rmSync(dataDir, { recursive: true, force: true })
     }
   }
@@ -123,7 +126,7 @@ describe('shared Atlas: two cafés and a cloud app in one Atlas database', () =>
       await atlas.insertMany(cloud)
       const cloudBefore = await rawDocs(atlas, { _id: { $in: cloud.map((c) => c._id) } })
 
-      const [a, b] = await Promise.all([openCafe('a', atlasDb, orgA), openCafe('b', atlasDb, orgB)])
+      const [a, b] = await Promise.all([openCafe('a', atlasDb, orgA), openCafe('b', atlasDb, orgB, {}, localB)])
       await Promise.all([work(a), work(b)])
       await Promise.all([a.flush(), b.flush()])
 
@@ -180,7 +183,7 @@ describe('shared Atlas: two cafés and a cloud app in one Atlas database', () =>
   it('an _id two installations both write: the second is dead-lettered with the reason, the first is left as it was', async () => {
     const atlasDb = uniqueDbName('shared_clash')
     const [orgA, orgB] = [new BSON.ObjectId(), new BSON.ObjectId()]
-    const [a, b] = await Promise.all([openCafe('ca', atlasDb, orgA), openCafe('cb', atlasDb, orgB, { maxRetries: 0, backoffMinMs: 10, backoffMaxMs: 50 })])
+    const [a, b] = await Promise.all([openCafe('ca', atlasDb, orgA), openCafe('cb', atlasDb, orgB, { maxRetries: 0, backoffMinMs: 10, backoffMaxMs: 50 }, localB)])
     const atlasClient = new MongoClient(servers.atlas.uri)
     await atlasClient.connect()
     try {
