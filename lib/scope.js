@@ -20,8 +20,9 @@ const POLICY_FORM = 'report or delete, or a JSON object of collection name (or "
   'e.g. {"*": "report", "sessions": "delete"}'
 
 function isPlainObject (v) {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) && !v._bsontype &&
-    Object.getPrototypeOf(v) !== null && (Object.getPrototypeOf(v) === Object.prototype)
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || v._bsontype) return false
+  const proto = Object.getPrototypeOf(v)
+  return proto === Object.prototype || proto === null
 }
 
 /**
