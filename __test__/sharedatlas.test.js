@@ -3,6 +3,7 @@
 // full sync and a verify from each café must leave Atlas holding exactly each café's documents
 // (byte for byte, per scope) plus the cloud app's, none deleted or changed by another writer.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import fc from 'fast-check'
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
 import { useServers, uniqueDbName } from './helpers/servers.js'
@@ -70,8 +71,10 @@ async function openCafe (name, atlasDb, org, syncOptions = {}, local = servers.l
   const m = new mongoose.Mongoose()
   m.plugin(sync.plugin)
   const Bill = m.model('Bill', new m.Schema({ organization: m.Schema.Types.ObjectId, n: Number, total: Number, note: String }))
+  // App-chosen string _ids (tab numbers), for the property test.
+  const Tab = m.model('Tab', new m.Schema({ _id: String, organization: m.Schema.Types.ObjectId, total: Number }))
   await m.connect(`${local.uri}/${db}`)
-  await Bill.init()
+  await Promise.all([Bill.init(), Tab.init()])
   const driver = new MongoClient(local.uri)
   await driver.connect()
   const cafe = {
@@ -80,8 +83,10 @@ async function openCafe (name, atlasDb, org, syncOptions = {}, local = servers.l
     org,
     sync,
     Bill,
+    Tab,
     lines,
     local: driver.db(db).collection('bills'),
+    localDb: driver.db(db),
     async flush () {
       expect(await sync.flush({ timeoutMs: 120_000 }), `${name} drained`).toBe(true)
     },
@@ -284,4 +289,67 @@ describe('shared Atlas: two cafés and a cloud app in one Atlas database', () =>
       await atlasClient.close()
     }
   })
+  // Property: whatever a scoped café does to its documents (create, update, re-tag to another
+  // organization and back, delete, updateMany, a full sync), once drained Atlas holds exactly
+  // its local in-scope documents, and the other organization's documents on Atlas are untouched.
+  const RUNS = Number(process.env.DUALSYNC_PROPERTY_RUNS) || 25
+  it(`random writes of a scoped café keep Atlas equal within its scope and leave the rest alone (${RUNS} runs)`, async () => {
+    const atlasDb = uniqueDbName('shared_prop')
+    const [orgA, orgB] = [new BSON.ObjectId(), new BSON.ObjectId()]
+    const a = await openCafe('prop', atlasDb, orgA, { extrasPolicy: 'delete' })
+    const atlasClient = new MongoClient(servers.atlas.uri)
+    await atlasClient.connect()
+    const atlas = atlasClient.db(atlasDb).collection('tabs')
+    const theirs = Array.from({ length: 4 }, (_, i) => ({ _id: `b${i}`, organization: orgB, total: i }))
+    const org = (k) => (k === 'A' ? orgA : orgB)
+    const id = fc.integer({ min: 0, max: 5 }).map((i) => `t${i}`)
+    const opArb = fc.oneof(
+      fc.record({ kind: fc.constant('create'), id, org: fc.constantFrom('A', 'A', 'B'), total: fc.integer({ min: 0, max: 99 }) }),
+      fc.record({ kind: fc.constant('update'), id, total: fc.integer({ min: 0, max: 99 }) }),
+      fc.record({ kind: fc.constant('retag'), id, org: fc.constantFrom('A', 'B') }),
+      fc.record({ kind: fc.constant('delete'), id }),
+      fc.record({ kind: fc.constant('updateMany'), org: fc.constantFrom('A', 'B') }),
+      fc.record({ kind: fc.constant('fullSync') })
+    )
+    const run = async (op) => {
+      switch (op.kind) {
+        case 'create':
+          try {
+            await a.Tab.create({ _id: op.id, organization: org(op.org), total: op.total })
+          } catch (e) {
+            if (e.code !== 11000) throw e // it exists already: fine
+          }
+          return
+        case 'update': return a.Tab.updateOne({ _id: op.id }, { $set: { total: op.total } })
+        case 'retag': return a.Tab.updateOne({ _id: op.id }, { $set: { organization: org(op.org) } })
+        case 'delete': return a.Tab.deleteOne({ _id: op.id })
+        case 'updateMany': return a.Tab.updateMany({ organization: org(op.org) }, { $inc: { total: 1 } })
+        case 'fullSync': {
+          await a.flush()
+          const snap = await a.sync.fullSync({ collections: ['tabs'] }).done
+          expect(snap.state).toBe('done')
+        }
+      }
+    }
+    let compared = 0
+    try {
+      await fc.assert(fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 15 }), async (ops) => {
+        await a.flush()
+        await Promise.all([a.localDb.collection('tabs').deleteMany({}), atlas.deleteMany({})])
+        await atlas.insertMany(theirs)
+        const theirsBefore = await rawDocs(atlas, { organization: orgB })
+        for (const op of ops) await run(op)
+        await a.flush()
+        const mine = await rawDocs(a.localDb.collection('tabs'), { organization: orgA })
+        expectSameBytes(await rawDocs(atlas, { organization: orgA }), mine, 'Atlas within the scope')
+        expectSameBytes(await rawDocs(atlas, { organization: orgB }), theirsBefore, 'the other organization on Atlas')
+        expect(await atlas.countDocuments({})).toBe(mine.size + theirs.length)
+        compared += mine.size
+      }), { numRuns: RUNS })
+      expect(compared).toBeGreaterThan(0)
+      expect(a.sync.deadLetters()).toEqual([])
+    } finally {
+      await atlasClient.close()
+    }
+  }, Math.max(300_000, RUNS * 15_000))
 })
