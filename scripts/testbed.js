@@ -20,6 +20,7 @@
  *   DUALSYNC_TESTBED     'ferretdb' (default), 'documentdb' or 'mongod'
  *   DUALSYNC_VENDOR_DIR  where the documentdb tarballs are (default ../shared/vendor)
  *   MONGOD_BIN           mongod binary (implies DUALSYNC_TESTBED=mongod unless that is set)
+ *   DUALSYNC_TESTBED_LOG_DIR  append each server process's whole output to <dir>/<name>-<port>-<process>.log
  *   DUALSYNC_TESTBED_START_TIMEOUT_MS  how long a server may take to answer ping (default 30000;
  *                        60000 for documentdb, which starts two processes)
  */
@@ -355,7 +356,13 @@ async function startServer(opts = {}) {
         gone();
       });
     });
+    // DUALSYNC_TESTBED_LOG_DIR keeps every server's whole output (the tail keeps 40 lines).
+    const logFile = process.env.DUALSYNC_TESTBED_LOG_DIR
+      ? path.join(process.env.DUALSYNC_TESTBED_LOG_DIR, `${name}-${port}-${spec.name}.log`)
+      : null;
+    if (logFile) fs.mkdirSync(path.dirname(logFile), { recursive: true });
     const keep = (d) => {
+      if (logFile) fs.appendFileSync(logFile, d);
       for (const line of d.toString().split('\n')) {
         if (!line.trim()) continue;
         tail.push(procs.length > 1 ? `${spec.name}: ${line}` : line);
