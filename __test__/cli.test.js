@@ -175,10 +175,16 @@ describe('dualsync CLI', () => {
     await local.db(sdb).collection('notes').insertOne({ _id: 'n' })
     const dataDir = tmpDir()
 
+    // URIs are printed with their credentials masked (the documentdb test bed's carry a password).
+    const shown = (uri) => uri.replace(/^mongodb:\/\/[^@/]+@/, 'mongodb://***:***@')
+    const secrets = [servers.local.uri, servers.atlas.uri]
+      .map((u) => new URL(u).password)
+      .filter(Boolean)
     const text = await runCli(['status', '--data-dir', dataDir, ...uris(sdb)])
     expect(text.code, text.stderr).toBe(0)
-    expect(text.stdout).toContain(`✓ local ${servers.local.uri}/${sdb}`)
-    expect(text.stdout).toContain(`✓ atlas ${servers.atlas.uri}/${sdb}`)
+    expect(text.stdout).toContain(`✓ local ${shown(servers.local.uri)}/${sdb}`)
+    expect(text.stdout).toContain(`✓ atlas ${shown(servers.atlas.uri)}/${sdb}`)
+    for (const secret of secrets) expect(text.stdout + text.stderr).not.toContain(secret)
     expect(text.stdout).toContain('orders: local=3 atlas=2')
     expect(text.stdout).toContain('notes: local=1 atlas=-')
 
@@ -186,8 +192,8 @@ describe('dualsync CLI', () => {
     expect(json.code, json.stderr).toBe(0)
     expect(onlyJson(json.stdout)).toEqual({
       ok: true,
-      local: { name: 'local', uri: `${servers.local.uri}/${sdb}`, db: sdb, reachable: true, counts: { notes: 1, orders: 3 } },
-      atlas: { name: 'atlas', uri: `${servers.atlas.uri}/${sdb}`, db: sdb, reachable: true, counts: { orders: 2 } },
+      local: { name: 'local', uri: `${shown(servers.local.uri)}/${sdb}`, db: sdb, reachable: true, counts: { notes: 1, orders: 3 } },
+      atlas: { name: 'atlas', uri: `${shown(servers.atlas.uri)}/${sdb}`, db: sdb, reachable: true, counts: { orders: 2 } },
       journal: { exists: false, dir: path.resolve(dataDir) }
     })
   })

@@ -395,18 +395,21 @@ describe.each(VERSIONS)('%s', (label, lib) => {
     const { Uniq } = env.models
     const settle = (p) => p.then(() => 'resolved', (err) => err)
     await Uniq.insertMany([{ code: 'pw-1', g: 'pw' }, { code: 'pw-2', g: 'pw' }])
-    // The second document's update hits the unique index after the first one was applied.
+    // The second document's update hits the unique index. MongoDB and FerretDB keep the first
+    // one's update; DocumentDB runs the command as one PostgreSQL statement and keeps neither.
+    // Whatever the server kept must be marked.
     const o = await observe(env, 'uniqs', () => settle(Uniq.updateMany({ g: 'pw' }, { $set: { code: 'pw-same' } })))
     expect(o.result).toBeInstanceOf(Error)
-    expect(o.modified).toHaveLength(1)
-    expectCovered(env, o)
+    expect(o.modified.length).toBeLessThanOrEqual(1)
+    if (o.modified.length === 1) expectCovered(env, o)
+    else expect(o.changed).toEqual([]) // nothing kept: nothing to mark
 
     // An ordered bulkWrite stops at a duplicate: what ran before it is marked after it.
     const b = await observe(env, 'uniqs', () =>
       settle(Uniq.bulkWrite([
         { insertOne: { document: { code: 'bk-1' } } },
         { updateOne: { filter: { code: 'pw-2' }, update: { $inc: { n: 1 } } } },
-        { insertOne: { document: { code: 'pw-same' } } },
+        { insertOne: { document: { code: 'pw-2' } } }, // taken whatever the updateMany kept
         { insertOne: { document: { code: 'bk-2' } } }
       ]))
     )
@@ -417,7 +420,7 @@ describe.each(VERSIONS)('%s', (label, lib) => {
 
     // An upsert the server rejected inserted nothing: no collection mark for it.
     const u = await observe(env, 'uniqs', () =>
-      settle(Uniq.updateOne({ code: 'absent' }, { $set: { code: 'pw-same' } }, { upsert: true }))
+      settle(Uniq.updateOne({ code: 'absent' }, { $set: { code: 'pw-2' } }, { upsert: true }))
     )
     expect(u.result).toBeInstanceOf(Error)
     expect(u.changed).toEqual([])

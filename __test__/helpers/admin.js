@@ -8,9 +8,26 @@ const path = require('node:path')
 
 const PASSWORD = 'S3cretPass'
 
-/** FerretDB accepts PLAIN without checking it, so the engine really connects with a password in its URIs. */
+// Passwords seen in the servers' URIs (the documentdb test bed's real SCRAM logins).
+const serverPasswords = new Set()
+
+/**
+ * A URI with a password in it, so every admin test can check the password never leaks. A test-bed
+ * URI that already carries a login (documentdb) is used as it is: its password is real. Otherwise
+ * (FerretDB accepts PLAIN without checking it) a made-up login is added.
+ */
 function credUri (base, db) {
+  const { password } = new URL(base)
+  if (password) {
+    serverPasswords.add(decodeURIComponent(password))
+    return `${base}/${db}`
+  }
   return `${base.replace('mongodb://', `mongodb://dsuser:${PASSWORD}@`)}/${db}?authMechanism=PLAIN&authSource=%24external`
+}
+
+/** Every password the admin tests' URIs carried (plain and URI-encoded): none may appear in any output. */
+function secrets () {
+  return [PASSWORD, ...serverPasswords].flatMap((p) => [p, encodeURIComponent(p)])
 }
 
 /**
@@ -36,4 +53,4 @@ function adminSyncOptions (servers, dbName, token, extra = {}) {
   }
 }
 
-module.exports = { PASSWORD, credUri, adminSyncOptions }
+module.exports = { PASSWORD, credUri, secrets, adminSyncOptions }
