@@ -99,3 +99,12 @@ export interface NativeRetryFilter {
   collection?: string
   code?: number
 }
+
+/** A MongoDB URI with its user and password replaced by `***`. */
+export declare function redactUri(uri: string): string
+
+/**
+ * Scrubs the credentials of `uris` (and any URI userinfo) from `text`: the
+ * one redactor, shared by the JS layer and the core.
+ */
+export declare function scrubSecrets(text: string, uris: Array<string>): string

@@ -215,3 +215,17 @@ impl NativeEngine {
         Ok(n as u32)
     }
 }
+
+/// Scrubs the credentials of `uris` (and any URI userinfo) from `text`: the
+/// one redactor, shared by the JS layer and the core.
+#[napi]
+pub fn scrub_secrets(text: String, uris: Vec<String>) -> String {
+    let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+    dualsync_core::redact::scrub(&text, &uris)
+}
+
+/// A MongoDB URI with its user and password replaced by `***`.
+#[napi]
+pub fn redact_uri(uri: String) -> String {
+    dualsync_core::redact::redact_uri(&uri)
+}

@@ -4,13 +4,14 @@
 
 use crate::apply::Applier;
 use crate::clients::LazyClient;
-use crate::config::{redact_uri, EngineConfig};
+use crate::config::EngineConfig;
 use crate::deadletter::{DeadLetter, DeadLetterFilter, DeadLetterStore};
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::logging::{dispatcher, LogSink};
 use crate::mark::{validate_namespace, MarkKind};
 use crate::metrics::Metrics;
 use crate::queue::{MarkQueue, NewMark};
+use crate::redact::redact_uri;
 use crate::worker::{Worker, WorkerSettings};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::*;
@@ -352,6 +353,12 @@ impl Engine {
         let inflight = self.worker.pending() as u64;
         let oldest = self.worker.oldest_pending_ms();
         let journal = self.queue.journal();
+        // Driver errors can quote a connection string: scrub at the source.
+        for side in ["atlas", "local"] {
+            if let Some(Value::String(e)) = m.get_mut(side).and_then(|s| s.get_mut("lastError")) {
+                *e = crate::redact::scrub(e, &[self.local.uri(), self.atlas.uri()]);
+            }
+        }
         m.insert("enabled".into(), true.into());
         let state = if self.is_closed() {
             "closed"

@@ -14,6 +14,7 @@ pub mod mark;
 pub mod metrics;
 pub mod queue;
 pub mod reconcile;
+pub mod redact;
 pub mod worker;
 
 pub use config::EngineConfig;

@@ -177,7 +177,7 @@ impl Job {
             let (state, error) = match outcome {
                 Outcome::Done => ("done", None),
                 Outcome::Cancelled => ("cancelled", None),
-                Outcome::Failed(e) => ("failed", Some(redact_uris(&e))),
+                Outcome::Failed(e) => ("failed", Some(crate::redact::scrub(&e, &[]))),
             };
             text.state = state;
             text.error = error;
@@ -308,46 +308,4 @@ async fn run(
         p.collections_done.fetch_add(1, Relaxed);
     }
     Outcome::Done
-}
-
-/// Removes `user:password@` from any URI in an error message (driver errors
-/// can quote connection strings).
-fn redact_uris(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut rest = msg;
-    while let Some(pos) = rest.find("://") {
-        let (head, tail) = rest.split_at(pos + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '"' | '\'' | ',' | ')' | ']'))
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("<redacted>@");
-                out.push_str(&authority[at + 1..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_credentials_in_uris() {
-        let msg = "failed to connect to mongodb+srv://alice:s3cr%40t@cluster0.x.net/db?x=1, and mongodb://h:1";
-        let out = redact_uris(msg);
-        assert!(!out.contains("alice") && !out.contains("s3cr"), "{out}");
-        assert!(
-            out.contains("mongodb+srv://<redacted>@cluster0.x.net/db?x=1"),
-            "{out}"
-        );
-        assert!(out.ends_with("mongodb://h:1"), "{out}");
-    }
 }
