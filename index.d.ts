@@ -44,6 +44,8 @@ export interface SyncOptions {
   fullSyncOnStart?: boolean
   /** `SYNC_QUERY_MARK_CAP` (10000): above this many matched documents a query write marks its whole collection for reconcile. */
   queryMarkCap?: number
+  /** SYNC_QUERY_MARK_TIMEOUT_MS: maxTimeMS of the plugin's `_id`-only lookup; on timeout the collection is marked instead (default 5000). */
+  queryMarkTimeoutMs?: number
   /** `SYNC_CONNECT_TIMEOUT_MS` (10000): server selection / connect timeout for both sides. */
   connectTimeoutMs?: number
   /** `SYNC_BACKOFF_MIN_MS` (100) and `SYNC_BACKOFF_MAX_MS` (30000): retry backoff bounds. */

@@ -54,7 +54,7 @@ function encodeOp (op, defaultDb) {
   if (typeof d !== 'string' || d.length === 0) {
     throw new TypeError(`enqueue: op.db must be a non-empty string when given, got ${describe(op.db)}`)
   }
-  if (op.kind === 'collection') return { c: collection, d, k: K.COLLECTION }
+  if (op.kind === 'collection') return op.phase === 'pre' ? { c: collection, d, k: K.COLLECTION, p: true } : { c: collection, d, k: K.COLLECTION }
   if (id === undefined || id === null) {
     throw new TypeError(`enqueue: op.id is required for collection "${collection}" (the document's _id)`)
   }

@@ -119,7 +119,8 @@ class Sync extends EventEmitter {
       },
       isExcluded: (name) => excluded.has(name),
       onError: (err, ctx) => this._hookError(err, ctx),
-      queryMarkCap: this.config.queryMarkCap
+      queryMarkCap: this.config.queryMarkCap,
+      queryMarkTimeoutMs: this.config.queryMarkTimeoutMs
     })
   }
 

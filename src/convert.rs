@@ -130,7 +130,11 @@ pub fn marks_from_js(marks: Vec<NativeMark>) -> Result<Vec<NewMark>, String> {
         let at = |e: String| format!("op {i} ({}): {e}", m_desc(&m.c));
         if m.k == 9 {
             out.push(NewMark {
-                kind: MarkKind::Collection,
+                kind: if m.p == Some(true) {
+                    MarkKind::CollectionIntent
+                } else {
+                    MarkKind::Collection
+                },
                 db: m.d,
                 coll: m.c,
                 id: bson::RawDocumentBuf::new(),

@@ -110,7 +110,7 @@ function bulkWriteHooks (marker) {
         prepareFilter({ model, query, filter: c.spec.filter, cap: marker.cap, forceFind: true }).castFilter
       // Not castable as a whole: Mongoose rejects the op too; count it as touching nothing.
       if (!castFilter) return { ids: [] }
-      return findIds(model, castFilter, { session, collation: c.spec.collation, cap: marker.cap })
+      return findIds(model, castFilter, { session, collation: c.spec.collation, cap: marker.cap, timeoutMs: marker.timeoutMs })
     }))
     if (found.some((r) => r.collection)) return { collection: true }
     const ids = []

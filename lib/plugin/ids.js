@@ -44,6 +44,19 @@ function rawIdsFromFilter (filter) {
 }
 
 /**
+ * True when the filter names exactly one `_id` by equality (`{_id: v}` or
+ * `{_id: {$eq: v}}`): an upsert through it inserts that `_id`.
+ * @param {object} filter
+ * @returns {boolean}
+ */
+function namesOneId (filter) {
+  if (!filter || typeof filter !== 'object' || !hasOwn(filter, '_id')) return false
+  const cond = filter._id
+  if (isOperatorObject(cond)) return Object.keys(cond).length === 1 && hasOwn(cond, '$eq') && isIdValue(cond.$eq)
+  return isIdValue(cond) && !(isPlainObject(cond) && Object.keys(cond).length === 0)
+}
+
+/**
  * Copies the containers (plain objects, arrays) of a filter so that Mongoose's in-place casting
  * cannot alter the app's own filter; leaves (ObjectId, Date, RegExp, documents...) are shared.
  * @param {any} value
@@ -104,4 +117,4 @@ function ensureInsertId (model, doc, lean) {
   return id
 }
 
-module.exports = { rawIdsFromFilter, cloneFilter, docId, ensureInsertId, isMongooseDoc, isPlainObject }
+module.exports = { rawIdsFromFilter, namesOneId, cloneFilter, docId, ensureInsertId, isMongooseDoc, isPlainObject }

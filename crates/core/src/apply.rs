@@ -39,6 +39,30 @@ pub enum DocOutcome {
 #[derive(Debug)]
 pub struct TransientFailure {
     pub message: String,
+    /// Which server failed: only an Atlas failure means Atlas is unreachable.
+    pub side: Side,
+}
+
+/// The server a failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Local,
+    Atlas,
+}
+
+impl TransientFailure {
+    pub fn local(message: String) -> Self {
+        Self {
+            message,
+            side: Side::Local,
+        }
+    }
+    pub fn atlas(message: String) -> Self {
+        Self {
+            message,
+            side: Side::Atlas,
+        }
+    }
 }
 
 /// One document of a batch.
@@ -68,17 +92,7 @@ fn id_ref(id: &RawDocument) -> Option<RawBsonRef<'_>> {
     id.get("_id").ok().flatten()
 }
 
-/// Key that matches an `_id` the way the server does for numbers (1 == 1.0
-/// == 1L), so a mark and the document it names always meet.
-fn match_key(id: RawBsonRef<'_>) -> Vec<u8> {
-    let mut key = RawDocumentBuf::new();
-    match id {
-        RawBsonRef::Int32(n) => key.append("_id", n as f64),
-        RawBsonRef::Int64(n) if (n as f64) as i64 == n => key.append("_id", n as f64),
-        other => key.append_ref("_id", other),
-    }
-    key.into_bytes()
-}
+use crate::mark::canonical_key as match_key;
 
 impl Applier {
     /// Applies a batch. `Ok` holds one outcome per input document, in order.
@@ -88,9 +102,8 @@ impl Applier {
         for (i, d) in docs.iter().enumerate() {
             by_ns.entry(d.ns.as_ref()).or_default().push(i);
         }
-        let transient = |message: String| TransientFailure { message };
-        let local = self.local.get().await.map_err(transient)?;
-        let atlas = self.atlas.get().await.map_err(transient)?;
+        let local = self.local.get().await.map_err(TransientFailure::local)?;
+        let atlas = self.atlas.get().await.map_err(TransientFailure::atlas)?;
         let mode = *self
             .read_mode
             .get_or_try_init(|| async {
@@ -98,9 +111,7 @@ impl Applier {
                     .database("admin")
                     .run_command(bson::doc! { "buildInfo": 1 })
                     .await
-                    .map_err(|e| TransientFailure {
-                        message: format!("local buildInfo failed: {e}"),
-                    })?;
+                    .map_err(|e| TransientFailure::local(format!("local buildInfo failed: {e}")))?;
                 Ok::<_, TransientFailure>(if info.contains_key("ferretdbVersion") {
                     ReadMode::Point
                 } else {
@@ -115,9 +126,7 @@ impl Applier {
                     .database("admin")
                     .run_command(bson::doc! { "buildInfo": 1 })
                     .await
-                    .map_err(|e| TransientFailure {
-                        message: format!("Atlas buildInfo failed: {e}"),
-                    })?;
+                    .map_err(|e| TransientFailure::atlas(format!("Atlas buildInfo failed: {e}")))?;
                 // FerretDB v1 holds one pooled SQLite connection per matched
                 // statement until the command ends (100 per database), so
                 // lanes × statements must stay well under that.
@@ -185,6 +194,7 @@ async fn read_local(
         .database(&ns.db)
         .collection::<RawDocumentBuf>(&ns.coll);
     let local_err = |e: mongodb::error::Error| TransientFailure {
+        side: Side::Local,
         message: format!("reading {ns} from local failed: {e}"),
     };
     let mut found = HashMap::with_capacity(ids.len());
@@ -309,9 +319,7 @@ impl Applier {
                 run_singles(db, idx, singles, &ok).await
             }
             Err(e) => match classify_command_error(&e) {
-                FailureClass::Transient => Err(TransientFailure {
-                    message: e.to_string(),
-                }),
+                FailureClass::Transient => Err(TransientFailure::atlas(e.to_string())),
                 FailureClass::Isolate if idx.len() == 1 => {
                     Ok(vec![(idx[0], rejected_from_error(&e))])
                 }
@@ -333,9 +341,7 @@ async fn run_singles(
         match db.run_raw_command(single).await {
             Ok(reply) => out.extend(parse_write_reply(&reply, &[i], ok)?),
             Err(e) if classify_command_error(&e) == FailureClass::Transient => {
-                return Err(TransientFailure {
-                    message: e.to_string(),
-                })
+                return Err(TransientFailure::atlas(e.to_string()))
             }
             Err(e) => out.push((i, rejected_from_error(&e))),
         }
@@ -362,9 +368,9 @@ fn parse_write_reply(
 ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
     if let Ok(wce) = reply.get_document("writeConcernError") {
         // Not acknowledged as durable: resend later (the write is idempotent).
-        return Err(TransientFailure {
-            message: format!("write concern error: {wce}"),
-        });
+        return Err(TransientFailure::atlas(format!(
+            "write concern error: {wce}"
+        )));
     }
     let mut outcomes: Vec<(usize, DocOutcome)> = idx.iter().map(|&i| (i, ok.clone())).collect();
     if let Ok(errors) = reply.get_array("writeErrors") {
@@ -376,7 +382,7 @@ fn parse_write_reply(
             let code = err.get_i32("code").ok();
             let message = err.get_str("errmsg").unwrap_or("write error").to_owned();
             if code.is_some_and(is_transient_code) {
-                return Err(TransientFailure { message });
+                return Err(TransientFailure::atlas(message));
             }
             if let Some(slot) = usize::try_from(pos).ok().and_then(|p| outcomes.get_mut(p)) {
                 slot.1 = DocOutcome::Rejected { code, message };

@@ -380,6 +380,15 @@ impl Engine {
         );
         m.insert("deadLetters".into(), (self.dead.len() as u64).into());
         m.insert(
+            "collectionScans".into(),
+            json!({
+                "started": self.metrics.scans_started.load(Relaxed),
+                "coalesced": self.metrics.scans_coalesced.load(Relaxed),
+                "running": self.worker.active_scans.load(SeqCst),
+                "waiting": self.worker.scans_waiting.load(SeqCst),
+            }),
+        );
+        m.insert(
             "fullSync".into(),
             self.jobs
                 .running()

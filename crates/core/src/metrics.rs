@@ -123,6 +123,11 @@ pub struct Metrics {
     pub apply_latency: LatencyHistogram,
     pub lag: LatencyHistogram,
     pub last_error: Mutex<Option<String>>,
+    /// Collection scans started, and collection marks folded into a waiting scan.
+    pub scans_started: AtomicU64,
+    pub scans_coalesced: AtomicU64,
+    /// Last failure to read local (does not make Atlas look unreachable).
+    pub local_error: Mutex<Option<String>>,
     /// db → collection → counters (nested so a lookup allocates nothing).
     collections: Mutex<HashMap<String, HashMap<String, std::sync::Arc<CollectionCounters>>>>,
     rate: Mutex<RateWindow>,
@@ -152,6 +157,9 @@ impl Default for Metrics {
             apply_latency: LatencyHistogram::default(),
             lag: LatencyHistogram::default(),
             last_error: Mutex::new(None),
+            scans_started: AtomicU64::new(0),
+            scans_coalesced: AtomicU64::new(0),
+            local_error: Mutex::new(None),
             collections: Mutex::new(HashMap::new()),
             rate: Mutex::new(RateWindow::default()),
             outcomes: Mutex::new(OutcomeWindow::default()),
@@ -216,6 +224,18 @@ impl Metrics {
             return Some(now.saturating_sub(since));
         }
         None
+    }
+
+    /// Records the last failure to read local; true when local was fine before.
+    pub fn set_local_error(&self, msg: Option<String>) -> bool {
+        match self.local_error.lock() {
+            Ok(mut e) => {
+                let was_ok = e.is_none();
+                *e = msg;
+                was_ok && e.is_some()
+            }
+            Err(_) => false,
+        }
     }
 
     pub fn set_last_error(&self, msg: Option<String>) {
@@ -308,6 +328,8 @@ impl Metrics {
                 "lastError": last_error,
             }),
         );
+        let local_error = self.local_error.lock().ok().and_then(|e| e.clone());
+        m.insert("local".into(), json!({ "lastError": local_error }));
         m.insert("collections".into(), Value::Object(collections));
         m.insert(
             "uptimeMs".into(),

@@ -234,10 +234,12 @@ impl MarkQueue {
                 Ok((kind, enqueued_ms, ns, id)) => {
                     // The write an old intent announced either committed or
                     // died with its process: re-read it now.
-                    let kind = if kind == MarkKind::Intent && seq < self.recovered_end {
-                        MarkKind::Document
-                    } else {
-                        kind
+                    let kind = match kind {
+                        MarkKind::Intent if seq < self.recovered_end => MarkKind::Document,
+                        MarkKind::CollectionIntent if seq < self.recovered_end => {
+                            MarkKind::Collection
+                        }
+                        k => k,
                     };
                     let ns = self.intern(&ns.db, &ns.coll);
                     out.push(Mark {
