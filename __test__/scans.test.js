@@ -5,7 +5,7 @@
 // - a pre-write collection mark is an intent: alone it waits for its post mark;
 // - Int32 7, Int64 7 and Double 7.0 are one document: their marks coalesce in
 //   one lane, so Atlas ends with local's state whatever the mix of types;
-// - local unreachable is not "Atlas disconnected".
+// - local unreachable is not "Atlas disconnected"; a refused document is not a successful batch.
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
 import { createRequire } from 'node:module'
 import { useServers, uniqueDbName } from './helpers/servers.js'
@@ -83,6 +83,22 @@ describe('lanes route numeric _ids by value', () => {
 })
 
 describe('failure attribution', () => {
+  it('a batch in which Atlas refused a document is not counted as a success', async () => {
+    const db = uniqueDbName('refused')
+    // A unique index on "Atlas" only: the local document is a duplicate-key refusal there.
+    await atlas.db(db).collection('guests').createIndex({ email: 1 }, { unique: true })
+    await atlas.db(db).collection('guests').insertOne({ _id: 'g0', email: 'a@x' })
+    await local.db(db).collection('guests').insertOne({ _id: 'g1', email: 'a@x' })
+    const sync = await syncs.open(db, { maxRetries: 1, backoffMinMs: 10, backoffMaxMs: 50 })
+    sync.enqueue({ collection: 'guests', id: 'g1' })
+    expect(await sync.flush({ timeoutMs: 60_000 }), drainState(sync)).toBe(true)
+    const m = sync.metrics()
+    expect(m.deadLettered).toBe(1)
+    expect(m.failures.batches).toBeGreaterThanOrEqual(2) // the first attempt and the retry
+    expect(m.successRate).toBeLessThan(1)
+    expect(m.atlas.connected).toBe(true) // a refused document is not an outage
+  })
+
   it('local unreachable does not mark Atlas disconnected; it is reported as a local error', async () => {
     const localServer = await startServer({ name: 'scans-local-down' })
     const db = uniqueDbName('localdown')
