@@ -12,6 +12,7 @@ pub mod journal;
 pub mod logging;
 pub mod mark;
 pub mod metrics;
+pub mod poison;
 pub mod queue;
 pub mod reconcile;
 pub mod redact;

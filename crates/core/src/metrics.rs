@@ -201,10 +201,7 @@ impl Metrics {
     /// Counters of one collection, created on first use. On the enqueue
     /// hot path: a hit allocates nothing.
     pub fn collection(&self, db: &str, coll: &str) -> std::sync::Arc<CollectionCounters> {
-        let mut map = match self.collections.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = crate::poison::lock(&self.collections);
         if let Some(c) = map.get(db).and_then(|colls| colls.get(coll)) {
             return c.clone();
         }

@@ -52,8 +52,7 @@ struct JobText {
 
 impl JobProgress {
     fn text(&self) -> MutexGuard<'_, JobText> {
-        // A panic elsewhere must not make progress unreadable.
-        self.text.lock().unwrap_or_else(|p| p.into_inner())
+        crate::poison::lock(&self.text)
     }
 }
 
