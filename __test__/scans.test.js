@@ -49,7 +49,7 @@ describe('collection scans', () => {
     const db = uniqueDbName('scanintent')
     await local.db(db).collection('stock').insertMany([{ _id: 1, q: 1 }, { _id: 2, q: 2 }])
     const sync = await syncs.open(db)
-    sync.enqueue({ collection: 'stock', kind: 'collection', phase: 'pre' })
+    sync.enqueue({ collection: 'stock', kind: 'collection', intent: true })
     // The intent alone holds: no scan starts while its write has not happened.
     sync.enqueue({ collection: 'other', id: 'x' }) // something the dispatcher must get past
     await waitFor('the unrelated mark to be applied', () => sync.metrics().applied.total >= 1, { timeoutMs: 60_000 })

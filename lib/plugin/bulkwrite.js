@@ -1,7 +1,7 @@
 'use strict'
 // Model.bulkWrite middleware (also carries Model.bulkSave's writes).
 
-const { ensureInsertId } = require('./ids')
+const { ensureInsertId } = require('./namedids')
 const { prepareFilter, findIds, sessionFor } = require('./resolve')
 const { currentCall, dualsyncFinishCall, dualsyncFailCall } = require('./callctx')
 const { definitelyNotApplied } = require('./query')

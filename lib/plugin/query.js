@@ -2,7 +2,7 @@
 // Query middleware for every query that writes.
 
 const { resolveFilter, sessionFor } = require('./resolve')
-const { docId, namesOneId } = require('./ids')
+const { docId, namesOneId } = require('./namedids')
 
 const QUERY_WRITES = [
   'updateOne',

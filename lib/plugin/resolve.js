@@ -2,7 +2,7 @@
 // Which documents does a filter match? Answered from the filter itself when it names `_id`s,
 // otherwise by an `_id`-only find on the local database, bounded by the mark cap.
 
-const { rawIdsFromFilter, cloneFilter } = require('./ids')
+const { rawIdsFromFilter, cloneFilter } = require('./namedids')
 
 /**
  * @typedef {object} Resolution

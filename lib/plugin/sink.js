@@ -148,8 +148,9 @@ function makeMarker (sink) {
     // Marks taken before the write are intents: the engine holds them until
     // the post mark arrives (or a timeout), so it never re-reads (or scans
     // the collection) too early.
-    const phase = typeof hook === 'string' && hook.startsWith('pre:') ? 'pre' : undefined
-    if (collection) ops.push(phase ? { collection: t.collection, db, kind: 'collection', phase } : { collection: t.collection, db, kind: 'collection' })
+    // (Mongoose names the hooks before a write `pre:<op>`.)
+    const intent = typeof hook === 'string' && hook.startsWith('pre:')
+    if (collection) ops.push(intent ? { collection: t.collection, db, kind: 'collection', intent } : { collection: t.collection, db, kind: 'collection' })
     const seen = new Set()
     for (const id of ids) {
       if (id === undefined || id === null) continue
@@ -158,7 +159,7 @@ function makeMarker (sink) {
         if (seen.has(k)) continue
         seen.add(k)
       }
-      ops.push(phase ? { collection: t.collection, db, id, phase } : { collection: t.collection, db, id })
+      ops.push(intent ? { collection: t.collection, db, id, intent } : { collection: t.collection, db, id })
     }
     emit(ops, hook, t.model)
   }

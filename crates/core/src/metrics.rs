@@ -336,6 +336,89 @@ impl Metrics {
     }
 }
 
+/// What the engine knows beyond the counters, for [`Metrics::engine_snapshot`].
+pub struct EngineView<'a> {
+    pub state: &'static str,
+    pub memory: u64,
+    pub disk: u64,
+    pub in_flight: u64,
+    pub oldest_pending_ms: Option<u64>,
+    pub dead_letters: u64,
+    pub scans_running: usize,
+    pub scans_waiting: usize,
+    pub full_sync: Value,
+    pub journal: JournalView,
+    /// The URIs whose credentials are scrubbed from error messages.
+    pub secrets: [&'a str; 2],
+}
+
+/// The journal's part of the snapshot.
+pub struct JournalView {
+    pub persist: bool,
+    pub bytes: u64,
+    pub segments: u64,
+    pub corrupt_records: u64,
+    pub recovered: u64,
+    pub checkpoint: u64,
+    pub end: u64,
+}
+
+impl Metrics {
+    /// The full metrics JSON `sync.metrics()` returns: the counters plus the
+    /// engine's backlog, journal, scans and job state.
+    pub fn engine_snapshot(&self, v: &EngineView<'_>) -> Value {
+        let mut m = self.snapshot();
+        // Driver errors can quote a connection string: scrub at the source.
+        for side in ["atlas", "local"] {
+            if let Some(Value::String(e)) = m.get_mut(side).and_then(|s| s.get_mut("lastError")) {
+                *e = crate::redact::scrub(e, &v.secrets);
+            }
+        }
+        m.insert("enabled".into(), true.into());
+        m.insert("state".into(), v.state.into());
+        m.insert(
+            "backlog".into(),
+            json!({
+                "total": v.memory + v.disk + v.in_flight,
+                "memory": v.memory,
+                "disk": v.disk,
+                "inFlight": v.in_flight,
+            }),
+        );
+        m.insert(
+            "oldestPendingAgeMs".into(),
+            v.oldest_pending_ms
+                .map(|t| now_ms().saturating_sub(t))
+                .into(),
+        );
+        m.insert("deadLetters".into(), v.dead_letters.into());
+        m.insert(
+            "collectionScans".into(),
+            json!({
+                "started": self.scans_started.load(Relaxed),
+                "coalesced": self.scans_coalesced.load(Relaxed),
+                "running": v.scans_running,
+                "waiting": v.scans_waiting,
+            }),
+        );
+        m.insert("fullSync".into(), v.full_sync.clone());
+        let j = &v.journal;
+        m.insert(
+            "journal".into(),
+            json!({
+                "persist": j.persist,
+                "bytes": j.bytes,
+                "segments": j.segments,
+                "corruptRecords": j.corrupt_records.max(self.corrupt_records.load(Relaxed)),
+                "recovered": j.recovered,
+                "checkpoint": j.checkpoint,
+                "end": j.end,
+            }),
+        );
+        Value::Object(m)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! publish progress while running, and in a full sync hand each difference to
 //! `repair` (which enqueues a mark; the drain worker does the writing).
 
-use super::scan::{CollectionReport, ScanProgress};
+use super::mergejoin::{CollectionReport, ScanProgress};
 use super::verify::{
     estimated_count, list_sync_collections, scan_collection, ScanOptions, OWN_PREFIX,
 };

@@ -1,7 +1,13 @@
 //! The dispatcher: queue → lanes, checkpoint, journal housekeeping, and the
 //! collection scans that collection marks start.
 
-use super::*;
+use super::{lock, CollectionScanner, DocKey, ScanSlot, WaitingScan, Worker};
+use crate::classify::Backoff;
+use crate::mark::{Mark, MarkKind, Namespace};
+use std::collections::hash_map::Entry;
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 impl Worker {
     /// Dispatcher: queue → lanes, checkpoint, journal housekeeping.

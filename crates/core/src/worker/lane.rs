@@ -1,7 +1,14 @@
 //! A lane: takes batches of its documents, applies them (retrying transient
 //! failures), then settles each document: done, requeued or dead-lettered.
 
-use super::*;
+use super::{lock, DocKey, Lane, PendingDoc, Worker, BATCH_TIMEOUT};
+use crate::apply::{BatchDoc, DocOutcome};
+use crate::classify::Backoff;
+use crate::metrics::now_ms;
+use std::collections::hash_map::Entry;
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 impl Worker {
     fn next_batch(&self, lane: &Lane) -> Result<Vec<(DocKey, PendingDoc)>, Option<Duration>> {

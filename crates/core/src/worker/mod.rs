@@ -6,14 +6,21 @@
 //! documents Atlas keeps refusing. The dispatcher alone computes the
 //! checkpoint: the first journal position not yet applied.
 //!
-//! This file holds the shared state and routing; `dispatcher` moves marks from
-//! the queue to the lanes, `lane` sends batches and settles their outcomes.
+//! Where each part of `impl Worker` lives:
+//! - this file: the shared state, `new`, routing (`route`, `lane_of`), the
+//!   in-flight bookkeeping (`hold`, `release`, `pending`) and `send_held_intents`;
+//! - `dispatcher.rs`: `run_dispatcher` (queue → lanes, checkpoint, fsync),
+//!   `dispatch`, and the collection scans (`queue_scan`, `start_scan`,
+//!   `scan_collection`, `scan_finished`, `intent_expired`);
+//! - `lane.rs`: `run_lane` (one lane's loop), `next_batch`, `apply_until_done`,
+//!   `settle`, `dead_letter`, `requeue`, `carry_intents`, `finish`.
+//!
+//! Each file imports what it uses by name (no `use super::*`).
 
-use crate::apply::{Applier, BatchDoc, DocOutcome};
-use crate::classify::Backoff;
+use crate::apply::Applier;
 use crate::deadletter::DeadLetterStore;
-use crate::mark::{canonical_id_bytes, Mark, MarkKind, Namespace};
-use crate::metrics::{now_ms, Metrics};
+use crate::mark::{canonical_id_bytes, Namespace};
+use crate::metrics::Metrics;
 use crate::queue::MarkQueue;
 use bson::RawDocumentBuf;
 use std::collections::hash_map::Entry;

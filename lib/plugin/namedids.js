@@ -1,5 +1,6 @@
 'use strict'
-// Turning filters and documents into `_id` values, without copying document bodies.
+// The `_id`s a filter or a document names (filter → `_id`s, document → `_id`), without copying
+// document bodies. Not to be confused with lib/wire.js, which encodes ops for the binding.
 
 const hasOwn = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key)
 
