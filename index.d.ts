@@ -57,6 +57,8 @@ export interface SyncOptions {
   fullSyncOnStart?: boolean
   /** `SYNC_QUERY_MARK_CAP` (10000): above this many matched documents a query write marks its whole collection for reconcile. */
   queryMarkCap?: number
+  /** SYNC_QUERY_MARK_TIMEOUT_MS: maxTimeMS of the plugin's `_id`-only lookup; on timeout the collection is marked instead (default 5000). */
+  queryMarkTimeoutMs?: number
   /** `SYNC_CONNECT_TIMEOUT_MS` (10000): server selection / connect timeout for both sides. */
   connectTimeoutMs?: number
   /** `SYNC_BACKOFF_MIN_MS` (100) and `SYNC_BACKOFF_MAX_MS` (30000): retry backoff bounds. */
@@ -90,6 +92,11 @@ export interface SyncOp {
   db?: string
   /** 'collection' = reconcile the whole collection instead of one document. */
   kind?: 'document' | 'collection'
+  /**
+   * An intent: the op is taken *before* the write it announces. The engine holds it until a later
+   * op of the same document (or collection) arrives, or 30 s pass, so it never reads too early.
+   */
+  intent?: boolean
 }
 
 export interface Percentiles { count: number; p50: number; p95: number; p99: number; max: number; sum: number }
@@ -255,6 +262,13 @@ export interface Sync extends EventEmitter {
 export class ConfigError extends Error {
   code: 'ERR_SYNC_CONFIG'
 }
+
+/**
+ * The `code` of errors from the engine: `ERR_SYNC_CLOSED` (after close), `ERR_SYNC_INVALID` (bad
+ * input; thrown as a TypeError), `ERR_SYNC_JOURNAL` (journal unreadable, unwritable or locked by
+ * another process), `ERR_SYNC_IO` (dead-letter store), `ERR_SYNC_ENGINE` (anything else).
+ */
+export type SyncErrorCode = 'ERR_SYNC_CLOSED' | 'ERR_SYNC_INVALID' | 'ERR_SYNC_JOURNAL' | 'ERR_SYNC_IO' | 'ERR_SYNC_ENGINE'
 
 /** Creates the sync engine from env vars and options (a no-op Sync when disabled). */
 export function createSync(options?: SyncOptions): Promise<Sync>

@@ -25,7 +25,7 @@ export declare class NativeEngine {
    * same as `enqueue([mark])` without building and reading back an
    * object and an array on the app's thread.
    */
-  enqueueOne(c: string, d: string, k: number, v?: string | number | Buffer | undefined | null, p?: boolean | undefined | null): number
+  enqueueOne(c: string, d: string, k: number, v?: string | number | Buffer | undefined | null, i?: boolean | undefined | null): number
   /** Metrics snapshot (plain JSON object). */
   metrics(): any
   /**
@@ -93,8 +93,11 @@ export interface NativeMark {
   d: string
   k: number
   v?: string | number | Buffer
-  /** Taken before the app's write (an intent), see `MarkKind::Intent`. */
-  p?: boolean
+  /**
+   * An intent: taken before the app's write (`MarkKind::Intent`,
+   * `MarkKind::CollectionIntent`).
+   */
+  i?: boolean
 }
 
 export interface NativeRetryFilter {
@@ -111,3 +114,18 @@ export interface NativeScopeRule {
   /** "report" or "delete". */
   extrasPolicy: string
 }
+
+/**
+ * The op kinds of the wire form, name → number (the table lives in
+ * `convert::kind`; lib/wire.js is checked against this).
+ */
+export declare function opKinds(): Record<string, number>
+
+/** A MongoDB URI with its user and password replaced by `***`. */
+export declare function redactUri(uri: string): string
+
+/**
+ * Scrubs the credentials of `uris` (and any URI userinfo) from `text`: the
+ * one redactor, shared by the JS layer and the core.
+ */
+export declare function scrubSecrets(text: string, uris: Array<string>): string

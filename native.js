@@ -836,3 +836,6 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeEngine = nativeBinding.NativeEngine
+module.exports.opKinds = nativeBinding.opKinds
+module.exports.redactUri = nativeBinding.redactUri
+module.exports.scrubSecrets = nativeBinding.scrubSecrets

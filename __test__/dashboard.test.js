@@ -1,6 +1,6 @@
 // The dashboard in a real headless Chromium, served by a real Express app
 // (router mounted at /admin) over a real engine: it must authenticate with
-// ?token= and then hide it, show numbers that move while writes flow, drive
+// #token= (a fragment, never sent to the server) and then hide it, show numbers that move while writes flow, drive
 // pause/resume, full sync and dead-letter retry, load nothing from elsewhere,
 // and raise no script or CSP errors. Leaves a screenshot in __test__/artifacts/.
 //
@@ -29,6 +29,7 @@ const { credUri, secrets, adminSyncOptions } = require('./helpers/admin.js')
 let servers, dbName, local, atlas, sync, server, base, browser, page
 const problems = [] // console errors, page errors, foreign requests
 const apiCalls = []
+const requestedUrls = [] // every URL the server received, as it would appear in an access log
 
 async function insertAndEnqueue (coll, docs) {
   const res = await local.db(dbName).collection(coll).insertMany(docs)
@@ -76,6 +77,7 @@ beforeAll(async () => {
     logger: { warn () {}, error () {}, info () {}, debug () {} }
   }))
   const app = express()
+  app.use((req, res, next) => { requestedUrls.push(req.originalUrl); next() })
   app.get('/', (req, res) => res.send('the app'))
   app.use('/admin', createRouter(sync))
   await new Promise((resolve) => {
@@ -109,21 +111,30 @@ afterAll(async () => {
 })
 
 describe('dashboard', () => {
-  it('refuses to load without the token', async () => {
+  it('shows no data without the token, and refuses a token in the query string', async () => {
     const other = await browser.newPage()
     try {
       const res = await other.goto(`${base}/admin/dashboard`)
-      expect(res.status()).toBe(401)
-      const wrong = await other.goto(`${base}/admin/dashboard?token=wrong`)
-      expect(wrong.status()).toBe(403)
+      expect(res.status()).toBe(200) // static page: its data needs the token
+      await other.waitForFunction(() => /not authorized|authentication required/.test(document.body.textContent), null, { timeout: 30_000 })
+      await other.goto('about:blank') // else a fragment change is a same-document navigation
+      const wrong = await other.goto(`${base}/admin/dashboard#token=wrong`)
+      expect(wrong.status()).toBe(200)
+      await other.waitForFunction(() => /invalid admin token/.test(document.body.textContent), null, { timeout: 30_000 })
+      const inQuery = await other.goto(`${base}/admin/dashboard?token=${TOKEN}`)
+      expect(inQuery.status()).toBe(400)
+      expect(await inQuery.text()).toMatch(/#token=/)
     } finally {
       await other.close()
     }
   })
 
-  it('loads with ?token=, removes it from the address bar and authenticates its own requests', async () => {
-    const res = await page.goto(`${base}/admin/dashboard?token=${TOKEN}`)
+  it('loads with #token=, never sends it in a URL, removes it from the address bar and authenticates its own requests', async () => {
+    requestedUrls.length = 0 // the test before sent ?token= on purpose
+    const res = await page.goto(`${base}/admin/dashboard#token=${TOKEN}`)
     expect(res.status()).toBe(200)
+    expect(requestedUrls.length).toBeGreaterThan(0)
+    expect(requestedUrls.filter((u) => u.includes(TOKEN))).toEqual([])
     await waitText('#health-status', /^(healthy|degraded)$/)
     expect(page.url()).toBe(`${base}/admin/dashboard`)
     await waitText('#sync-state', /^running$/)

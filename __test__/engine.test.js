@@ -55,7 +55,7 @@ describe('engine', () => {
     try {
       const _id = new ObjectId()
       await coll.insertOne({ _id, n: 1 })
-      expect(enqueue({ collection: 'intents', id: _id, phase: 'pre' })).toBe(1)
+      expect(enqueue({ collection: 'intents', id: _id, intent: true })).toBe(1)
       // Held for its 30 s intent delay: a short flush cannot complete.
       expect(await sync.flush({ timeoutMs: 500 })).toBe(false)
       expect(await atlas.db(dbName).collection('intents').countDocuments({ _id })).toBe(0)
@@ -81,7 +81,7 @@ describe('engine', () => {
       const coll = client.db(dbName).collection('intent_cap')
       const docs = Array.from({ length: 60 }, (_, i) => ({ _id: new ObjectId(), n: i }))
       await coll.insertMany(docs)
-      small.enqueue(docs.map((d) => ({ collection: 'intent_cap', id: d._id, phase: 'pre' })))
+      small.enqueue(docs.map((d) => ({ collection: 'intent_cap', id: d._id, intent: true })))
       small.enqueue(docs.map((d) => ({ collection: 'intent_cap', id: d._id })))
       expect(await small.flush({ timeoutMs: 15000 })).toBe(true)
       assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, dbName, ['intent_cap']))

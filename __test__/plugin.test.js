@@ -48,7 +48,7 @@ function idKey (id) {
 }
 
 /** Records marks, errors and the app connection's commands on one sequence. */
-function makeRecorder ({ cap = CAP, excluded = [EXCLUDED] } = {}) {
+function makeRecorder ({ cap = CAP, excluded = [EXCLUDED], timeoutMs } = {}) {
   let seq = 0
   const rec = {
     events: [],
@@ -61,13 +61,14 @@ function makeRecorder ({ cap = CAP, excluded = [EXCLUDED] } = {}) {
       onError (err, context) {
         rec.errors.push({ err, context })
       },
-      queryMarkCap: cap
+      queryMarkCap: cap,
+      queryMarkTimeoutMs: timeoutMs
     },
     onCommand (ev) {
       const lsid = ev.command.lsid ? ev.command.lsid.id.toString('hex') : null
       if (WRITE_COMMANDS.has(ev.commandName)) rec.events.push({ kind: 'write', seq: ++seq, name: ev.commandName, lsid })
       else if (ev.commandName === 'find') {
-        rec.events.push({ kind: 'find', seq: ++seq, coll: ev.command.find, collation: ev.command.collation, lsid })
+        rec.events.push({ kind: 'find', seq: ++seq, coll: ev.command.find, collation: ev.command.collation, maxTimeMS: ev.command.maxTimeMS, lsid })
       }
     },
     onCommandDone (ev) {
@@ -603,6 +604,44 @@ describe.each(VERSIONS)('%s', (label, lib) => {
       }
     } finally {
       driverColl.find = realFind
+    }
+  })
+
+  it('findByIdAndUpdate upsert (new: false) marks its _id, not the whole collection', async () => {
+    const { Item, StrId } = env.models
+    const id = new env.m.Types.ObjectId()
+    const o = await observe(env, 'items', () => Item.findByIdAndUpdate(id, { $set: { n: 1 } }, { upsert: true }))
+    expect(o.appeared).toEqual([idKey(id)])
+    expect(o.collectionMarks).toBe(0)
+    expectCovered(env, o, { insertsInPre: true })
+    const s = await observe(env, 'str_ids', () => StrId.findOneAndUpdate({ _id: { $eq: 'fbu-1' } }, { $set: { n: 2 } }, { upsert: true }))
+    expect(s.appeared).toEqual([idKey('fbu-1')])
+    expect(s.collectionMarks).toBe(0)
+    expectCovered(env, s, { insertsInPre: true })
+    // An $in names no single _id for the insert: still reconciled.
+    const many = await observe(env, 'str_ids', () => StrId.findOneAndUpdate({ _id: { $in: ['fbu-2', 'fbu-3'] }, g: 'x' }, { $set: { n: 3 } }, { upsert: true }))
+    expect(many.collectionMarks).toBe(1)
+  })
+
+  it('the _id-only find carries maxTimeMS; past it the collection is marked, never an app error', async () => {
+    const { Many } = env.models
+    let o = await observe(env, 'many', () => Many.updateMany({ group: 'bounded' }, { $inc: { n: 1 } }))
+    const finds = o.commands.filter((c) => c.kind === 'find' && c.coll === 'many')
+    expect(finds).toHaveLength(1)
+    expect(finds[0].maxTimeMS).toBe(5000) // the default bound
+    // A lookup that cannot finish in 1 ms: an unindexed filter over many documents.
+    const slow = await makeEnv(lib, `${DB_PREFIX}_${tag}_slow`, { timeoutMs: 1 })
+    try {
+      const coll = plain.db(slow.db).collection('many')
+      await coll.deleteMany({})
+      for (let i = 0; i < 6; i++) await coll.insertMany(Array.from({ length: 5000 }, (_, k) => ({ group: 'big', n: i * 5000 + k })))
+      o = await observe(slow, 'many', () => slow.models.Many.updateMany({ group: 'big', n: { $gte: 29_999 } }, { $inc: { n: 1 } }))
+      expect(o.errors.map((e) => e.err.message)).toEqual([]) // a timeout is not a capture failure
+      expect(o.result.modifiedCount).toBe(1) // the app's write went through
+      expect(o.preCollection).toBe(true)
+    } finally {
+      await slow.m.connection.db.dropDatabase()
+      await slow.m.disconnect()
     }
   })
 

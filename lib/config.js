@@ -44,6 +44,7 @@ const FIELDS = {
   fullSyncCron: ['SYNC_FULL_SYNC_CRON', str, undefined],
   fullSyncOnStart: ['SYNC_FULL_SYNC_ON_START', bool, false],
   queryMarkCap: ['SYNC_QUERY_MARK_CAP', int(1, 10_000_000), 10000],
+  queryMarkTimeoutMs: ['SYNC_QUERY_MARK_TIMEOUT_MS', int(1, 3_600_000), 5000],
   connectTimeoutMs: ['SYNC_CONNECT_TIMEOUT_MS', int(100, 600_000), 10000],
   backoffMinMs: ['SYNC_BACKOFF_MIN_MS', int(1, 600_000), 100],
   backoffMaxMs: ['SYNC_BACKOFF_MAX_MS', int(1, 3_600_000), 30000],

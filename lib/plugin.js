@@ -37,6 +37,7 @@ const QUERY = { document: false, query: true }
  * @param {(err: Error, context: {hook: string, model?: string}) => void} sink.onError
  *   receives failures inside hooks (never thrown into the app's write)
  * @param {number} [sink.queryMarkCap=10000]  above this many matched `_id`s, mark the collection instead
+ * @param {number} [sink.queryMarkTimeoutMs=5000]  maxTimeMS of the `_id`-only lookup; past it, mark the collection instead
  * @returns {(schema: import('mongoose').Schema, options?: object) => void} the plugin, `dualsyncPlugin`
  */
 function createPlugin (sink) {

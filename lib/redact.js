@@ -1,5 +1,15 @@
 'use strict'
-/** Credential redaction for everything we log, return or throw. */
+/**
+ * Credential redaction for everything we log, return or throw. The rules live
+ * in the core (crates/core/src/redact.rs) so JS and Rust mask the same way;
+ * this module only forwards to the binding.
+ */
+
+let native = null
+function binding () {
+  if (!native) native = require('../native.js')
+  return native
+}
 
 /**
  * Replaces the user:password part of a MongoDB URI with ***:***.
@@ -8,28 +18,20 @@
  */
 function redactUri (uri) {
   if (typeof uri !== 'string') return uri
-  return uri.replace(/([a-z][a-z0-9+.-]*:\/\/)([^@/?\s]+)@/gi, '$1***:***@')
+  return binding().redactUri(uri)
 }
 
 /**
- * Removes credentials of the given URIs (and any URI-looking userinfo) from text.
+ * Removes credentials of the given URIs (raw and percent-decoded; short
+ * passwords only where they stand as `user:password`) and any URI-looking
+ * userinfo from text.
  * @param {string} text
  * @param {string[]} [uris]
  * @returns {string}
  */
 function scrub (text, uris = []) {
-  let out = redactUri(String(text))
-  for (const u of uris) {
-    if (typeof u !== 'string') continue
-    const m = /^mongodb(?:\+srv)?:\/\/([^@/?]+)@/.exec(u)
-    if (!m) continue
-    const [user, pass] = m[1].split(':')
-    for (const secret of [pass, pass && decodeURIComponent(pass)]) {
-      if (secret && secret.length >= 3) out = out.split(secret).join('***')
-    }
-    if (user && user.length >= 3) out = out.split(`${user}:`).join('***:')
-  }
-  return out
+  const list = Array.isArray(uris) ? uris.filter((u) => typeof u === 'string' && u !== '') : []
+  return binding().scrubSecrets(String(text), list)
 }
 
 module.exports = { redactUri, scrub }

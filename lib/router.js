@@ -4,8 +4,9 @@
  * full sync / verify jobs, pause/resume, dead letters and a dashboard page.
  *
  * Mount it under a path of your choice: `app.use('/admin/sync', createRouter(sync))`.
- * Works with Express 4 and 5. Every route needs credentials (see createRouter);
- * only `GET /health/public` can be opened, and it tells nothing but the status.
+ * Works with Express 4 and 5. Every route needs credentials (see createRouter)
+ * except `GET /live` (liveness: tells nothing), the dashboard page's static
+ * HTML in token mode, and `GET /health/public` when opened.
  */
 const fs = require('node:fs')
 const path = require('node:path')
@@ -13,6 +14,7 @@ const crypto = require('node:crypto')
 const { scrub } = require('./redact')
 const { toPrometheus, snapshotOf, CONTENT_TYPE } = require('./prometheus')
 const { createAuth } = require('./router/auth')
+const { csrfGuard } = require('./router/csrf')
 const { BadRequest, deadLetterFilter, fullSyncOptions, verifyOptions, positiveInt } = require('./router/params')
 
 const DASHBOARD_FILE = path.join(__dirname, 'dashboard.html')
@@ -50,18 +52,27 @@ class HttpError extends Error {
  *   → 401 with `WWW-Authenticate: Bearer`, a wrong token → 403.
  * - neither configured → every route answers 403 explaining how to configure one.
  *
- * The dashboard: a browser cannot send a header when navigating, so
- * `GET /dashboard` (and only it) also accepts `?token=<token>`. The page keeps
- * the token in sessionStorage, removes it from the address bar with
- * `history.replaceState`, and sends it as `Authorization: Bearer` on its own
- * requests; the page is served with `Referrer-Policy: no-referrer` and
- * `Cache-Control: no-store` so the URL with the token is neither leaked nor cached.
- * With `options.auth` (e.g. a session cookie) the page works without a token.
+ * The dashboard: open `…/dashboard#token=<token>`. The fragment never leaves
+ * the browser (no access log, proxy or Referer sees it); the page keeps the
+ * token in sessionStorage, removes it from the address bar and sends it as
+ * `Authorization: Bearer` on its own requests. In token mode the page itself
+ * is static HTML served without credentials (it holds no data); a `?token=`
+ * in the URL is refused with 400 (`ERR_TOKEN_IN_URL`). With `options.auth`
+ * (e.g. a session cookie) the page sits behind that middleware.
  *
- * Health: `GET /health` answers 200 for healthy and degraded (the app and its
- * local database keep working; sync is catching up), 503 for unhealthy or a
- * closed engine. `options.publicHealth: true` adds `GET /health/public`
- * without authentication, answering only `{status}` with the same codes.
+ * CSRF: the routes that change state (`POST /pause`, `/resume`, `/full`,
+ * `/dead-letters/retry`, `DELETE /full/:id`) also need a non-simple request
+ * (`Content-Type: application/json`, or an `Authorization` or
+ * `X-Dualsync-Request` header) whose `Origin`/`Sec-Fetch-Site`, when sent,
+ * is our own: else 403 `ERR_CSRF`.
+ *
+ * Liveness vs sync status: `GET /live` answers 200 whenever the process
+ * answers, whatever Atlas does (wire container/load-balancer checks here).
+ * `GET /health` is the sync status: 200 for healthy and degraded, 503 for
+ * unhealthy (Atlas unreachable past SYNC_HEALTH_ATLAS_DOWN_MS) or a closed
+ * engine: for monitoring and alerts, never for taking the app out of service.
+ * `options.publicHealth: true` adds `GET /health/public` without
+ * authentication, answering only `{status}` with the same codes.
  *
  * @param {object} sync the object createSync() returned
  * @param {{token?: string, auth?: Function, publicHealth?: boolean, express?: Function}} [options]
@@ -91,8 +102,9 @@ function createRouter (sync, options = {}) {
 
   const cfg = sync.config || {}
   const secrets = [cfg.localUri, cfg.atlasUri].filter(Boolean)
-  const { guard } = createAuth({ token: options.token ?? cfg.adminToken, auth: options.auth })
-  const auth = guard(false)
+  const { guard: auth, mode } = createAuth({ token: options.token ?? cfg.adminToken, auth: options.auth })
+  // State changes: authenticated first (401/403 as usual), then not forged.
+  const change = [auth, csrfGuard]
   const json = express.json({ limit: '64kb' })
   const router = express.Router()
   const dashboardHtml = fs.readFileSync(DASHBOARD_FILE, 'utf8')
@@ -147,6 +159,10 @@ function createRouter (sync, options = {}) {
     }
   }
 
+  // Liveness: the app process answers. Never fails for an Atlas outage or a
+  // sync problem, so it is safe for load balancers and container restarts.
+  router.get('/live', (req, res) => send(res, 200, { status: 'alive' }))
+
   if (options.publicHealth === true) {
     router.get('/health/public', wrap((req, res) => {
       const { status } = healthNow()
@@ -173,17 +189,17 @@ function createRouter (sync, options = {}) {
     res.status(200).send(Buffer.from(scrub(text, secrets), 'utf8'))
   }))
 
-  router.post('/pause', auth, wrap((req, res) => {
+  router.post('/pause', change, wrap((req, res) => {
     sync.pause()
     send(res, 200, { state: stateOf(sync) })
   }))
 
-  router.post('/resume', auth, wrap((req, res) => {
+  router.post('/resume', change, wrap((req, res) => {
     sync.resume()
     send(res, 200, { state: stateOf(sync) })
   }))
 
-  router.post('/full', auth, json, wrap((req, res) => {
+  router.post('/full', change, json, wrap((req, res) => {
     need('fullSync')
     const job = call('fullSync', fullSyncOptions(req.body))
     const snap = snapshotOfJob(job)
@@ -195,7 +211,7 @@ function createRouter (sync, options = {}) {
     send(res, 200, { jobId: snap.id, job: snap })
   }))
 
-  router.delete('/full/:id', auth, wrap(async (req, res) => {
+  router.delete('/full/:id', change, wrap(async (req, res) => {
     const job = findJob(req.params.id)
     await job.cancel()
     const snap = snapshotOfJob(job)
@@ -223,12 +239,15 @@ function createRouter (sync, options = {}) {
     send(res, 200, { total: all.length, deadLetters: all.slice(0, limit) })
   }))
 
-  router.post('/dead-letters/retry', auth, json, wrap((req, res) => {
+  router.post('/dead-letters/retry', change, json, wrap((req, res) => {
     const requeued = call('retryDeadLetters', deadLetterFilter(req.body, 'POST /dead-letters/retry body'))
     send(res, 200, { requeued })
   }))
 
-  router.get('/dashboard', guard(true), (req, res) => {
+  // Token mode: the page is static (its data comes through authenticated
+  // fetches), so it needs no credential and the token never travels in a URL.
+  const dashboardGuard = mode === 'token' ? refuseTokenInUrl : auth
+  router.get('/dashboard', dashboardGuard, (req, res) => {
     const nonce = crypto.randomBytes(16).toString('base64')
     res.set({
       'Content-Type': 'text/html; charset=utf-8',
@@ -257,6 +276,19 @@ function createRouter (sync, options = {}) {
   })
 
   return router
+}
+
+/** A token in the query string has already reached logs; say how to open the page instead. */
+function refuseTokenInUrl (req, res, next) {
+  if (req.query && req.query.token !== undefined) {
+    res.set('Cache-Control', 'no-store')
+    return res.status(400).json({
+      code: 'ERR_TOKEN_IN_URL',
+      error: 'the admin token must not be sent in the URL (it lands in access logs): open …/dashboard#token=<SYNC_ADMIN_TOKEN> ' +
+        'instead (the #fragment never leaves the browser), and rotate SYNC_ADMIN_TOKEN if this URL was shared'
+    })
+  }
+  next()
 }
 
 function stateOf (sync) {

@@ -7,7 +7,7 @@
  * variable and the expected form.
  */
 const { EJSON, BSON } = require('bson')
-const { serializeBson } = require('./ids')
+const { serializeBson } = require('./wire')
 
 const DEFAULT_KEY = '*'
 const POLICIES = ['report', 'delete']

@@ -1,7 +1,7 @@
 'use strict'
 /** The Sync object returned by createSync(): JS façade over the native engine. */
 const { EventEmitter } = require('node:events')
-const { encodeOp } = require('./ids')
+const { encodeOp } = require('./wire')
 const { scrub } = require('./redact')
 const { evaluateHealth } = require('./health')
 const { JobRunner, validateCron } = require('./jobs')
@@ -15,11 +15,17 @@ function loadNative () {
 
 const CLOSED = 'ERR_SYNC_CLOSED'
 
+// The binding's promises can only reject with a napi Status name: its async
+// methods map the engine's code onto one of these (src/lib.rs `to_status`).
+const STATUS_CODES = { Cancelled: CLOSED, InvalidArg: 'ERR_SYNC_INVALID' }
+
+/** A native error as the app sees it: scrubbed, with the engine's `code`; invalid input is a TypeError. */
 function wrapNativeError (e, secrets) {
   const msg = scrub(e && e.message ? e.message : String(e), secrets)
-  if (e && e.code === 'InvalidArg') return new TypeError(msg)
-  const err = new Error(msg)
-  if (msg.includes(CLOSED)) err.code = CLOSED
+  const raw = e && typeof e.code === 'string' ? e.code : ''
+  const code = raw.startsWith('ERR_') ? raw : STATUS_CODES[raw] || 'ERR_SYNC_ENGINE'
+  const err = code === 'ERR_SYNC_INVALID' ? new TypeError(msg) : new Error(msg)
+  err.code = code
   return err
 }
 
@@ -122,7 +128,8 @@ class Sync extends EventEmitter {
       },
       isExcluded: (name) => excluded.has(name),
       onError: (err, ctx) => this._hookError(err, ctx),
-      queryMarkCap: this.config.queryMarkCap
+      queryMarkCap: this.config.queryMarkCap,
+      queryMarkTimeoutMs: this.config.queryMarkTimeoutMs
     })
   }
 
@@ -174,7 +181,7 @@ class Sync extends EventEmitter {
       throw err
     }
     try {
-      return this._native().enqueueOne(e.c, e.d, e.k, e.v, e.p)
+      return this._native().enqueueOne(e.c, e.d, e.k, e.v, e.i)
     } catch (err) {
       throw wrapNativeError(err, this._secrets)
     }
@@ -208,7 +215,7 @@ class Sync extends EventEmitter {
    * @param {{timeoutMs?: number}} [opts]
    */
   async flush ({ timeoutMs = 30000 } = {}) {
-    return this._native().flush(timeoutMs)
+    return this._native().flush(timeoutMs).catch((e) => { throw wrapNativeError(e, this._secrets) })
   }
 
   /**

@@ -55,8 +55,9 @@ pub struct NativeMark {
     pub d: String,
     pub k: u32,
     pub v: Option<Either3<String, f64, Buffer>>,
-    /// Taken before the app's write (an intent), see `MarkKind::Intent`.
-    pub p: Option<bool>,
+    /// An intent: taken before the app's write (`MarkKind::Intent`,
+    /// `MarkKind::CollectionIntent`).
+    pub i: Option<bool>,
 }
 
 #[napi(object)]
@@ -142,26 +143,52 @@ fn scope_rules_from_js(rules: Vec<NativeScopeRule>) -> Result<ScopeRules, String
     ScopeRules::new(default, per)
 }
 
+/// The op kinds of the wire form (`k` of an op): the one table. lib/wire.js
+/// holds the same names, checked against `opKinds()` by `__test__/engine.test.js`.
+pub mod kind {
+    pub const OBJECT_ID: u32 = 0;
+    pub const STRING: u32 = 1;
+    pub const INT32: u32 = 2;
+    pub const DOUBLE: u32 = 3;
+    pub const INT64: u32 = 4;
+    pub const BSON: u32 = 5;
+    pub const DATE: u32 = 6;
+    pub const COLLECTION: u32 = 9;
+    /// Name → value, for `opKinds()`.
+    pub const TABLE: &[(&str, u32)] = &[
+        ("OBJECT_ID", OBJECT_ID),
+        ("STRING", STRING),
+        ("INT32", INT32),
+        ("DOUBLE", DOUBLE),
+        ("INT64", INT64),
+        ("BSON", BSON),
+        ("DATE", DATE),
+        ("COLLECTION", COLLECTION),
+    ];
+}
+
 fn id_from_js(k: u32, v: Option<Either3<String, f64, Buffer>>) -> Result<bson::Bson, String> {
     use bson::Bson;
     use Either3::*;
     match (k, v) {
-        (0, Some(A(hex))) => bson::oid::ObjectId::parse_str(&hex)
+        (kind::OBJECT_ID, Some(A(hex))) => bson::oid::ObjectId::parse_str(&hex)
             .map(Bson::ObjectId)
             .map_err(|_| format!("id {hex:?} is not a 24-character hex ObjectId")),
-        (1, Some(A(s))) => Ok(Bson::String(s)),
-        (2, Some(B(n))) if n.fract() == 0.0 && n >= i32::MIN as f64 && n <= i32::MAX as f64 => {
+        (kind::STRING, Some(A(s))) => Ok(Bson::String(s)),
+        (kind::INT32, Some(B(n)))
+            if n.fract() == 0.0 && n >= i32::MIN as f64 && n <= i32::MAX as f64 =>
+        {
             Ok(Bson::Int32(n as i32))
         }
-        (3, Some(B(n))) => Ok(Bson::Double(n)),
-        (6, Some(B(ms))) if ms.is_finite() => {
+        (kind::DOUBLE, Some(B(n))) => Ok(Bson::Double(n)),
+        (kind::DATE, Some(B(ms))) if ms.is_finite() => {
             Ok(Bson::DateTime(bson::DateTime::from_millis(ms as i64)))
         }
-        (4, Some(A(s))) => s
+        (kind::INT64, Some(A(s))) => s
             .parse::<i64>()
             .map(Bson::Int64)
             .map_err(|_| format!("id {s:?} is not a 64-bit integer")),
-        (5, Some(C(buf))) => {
+        (kind::BSON, Some(C(buf))) => {
             let raw = bson::RawDocumentBuf::from_bytes(buf.to_vec())
                 .map_err(|e| format!("id BSON is invalid: {e}"))?;
             let v = dualsync_core::mark::id_value(&raw).ok_or("id BSON has no valid _id field")?;
@@ -176,9 +203,13 @@ pub fn marks_from_js(marks: Vec<NativeMark>) -> Result<Vec<NewMark>, String> {
     let mut out = Vec::with_capacity(marks.len());
     for (i, m) in marks.into_iter().enumerate() {
         let at = |e: String| format!("op {i} ({}): {e}", m_desc(&m.c));
-        if m.k == 9 {
+        if m.k == kind::COLLECTION {
             out.push(NewMark {
-                kind: MarkKind::Collection,
+                kind: if m.i == Some(true) {
+                    MarkKind::CollectionIntent
+                } else {
+                    MarkKind::Collection
+                },
                 db: m.d,
                 coll: m.c,
                 id: bson::RawDocumentBuf::new(),
@@ -188,7 +219,7 @@ pub fn marks_from_js(marks: Vec<NativeMark>) -> Result<Vec<NewMark>, String> {
         let value = id_from_js(m.k, m.v).map_err(at)?;
         let id = id_doc(value).map_err(|e| at(e.to_string()))?;
         out.push(NewMark {
-            kind: if m.p == Some(true) {
+            kind: if m.i == Some(true) {
                 MarkKind::Intent
             } else {
                 MarkKind::Document

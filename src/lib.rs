@@ -36,19 +36,35 @@ impl LogSink for JsLogSink {
     }
 }
 
-fn unknown_job(id: &str) -> Error {
-    Error::new(Status::InvalidArg, format!("no job with id {id:?}"))
+// Errors of the synchronous methods (`Result<T, String>`: an `Error<String>`)
+// carry the engine's own code as the JS `err.code` (`ERR_SYNC_CLOSED`,
+// `ERR_SYNC_INVALID`, ...; see `EngineError::code`).
+
+fn coded(e: EngineError) -> Error<String> {
+    Error::new(e.code().to_owned(), e.to_string())
 }
 
-fn to_napi(e: EngineError) -> Error {
-    match e {
-        EngineError::Invalid(m) => Error::new(Status::InvalidArg, m),
-        EngineError::Closed => Error::new(
-            Status::Cancelled,
-            "ERR_SYNC_CLOSED: the sync engine is closed",
-        ),
-        other => Error::new(Status::GenericFailure, other.to_string()),
-    }
+fn invalid(message: String) -> Error<String> {
+    coded(EngineError::Invalid(message))
+}
+
+fn unknown_job(id: &str) -> Error<String> {
+    invalid(format!("no job with id {id:?}"))
+}
+
+fn internal(e: impl std::fmt::Display) -> Error<String> {
+    coded(EngineError::Io(e.to_string()))
+}
+
+/// napi-rs rejects a promise only with a `Status`: async methods map the
+/// engine's code onto one (lib/sync.js maps it back, by code, never by text).
+fn to_status(e: Error<String>) -> Error {
+    let status = match e.status.as_str() {
+        "ERR_SYNC_CLOSED" => Status::Cancelled,
+        "ERR_SYNC_INVALID" => Status::InvalidArg,
+        _ => Status::GenericFailure,
+    };
+    Error::new(status, e.reason.clone())
 }
 
 /// The native engine. Closable: after `close()` every call fails with a
@@ -61,34 +77,34 @@ pub struct NativeEngine {
 #[napi]
 impl NativeEngine {
     #[napi(constructor)]
-    pub fn new(config: NativeConfig, log: Option<LogFn>) -> Result<Self> {
-        let cfg = config_from_js(config).map_err(|m| Error::new(Status::InvalidArg, m))?;
+    pub fn new(config: NativeConfig, log: Option<LogFn>) -> Result<Self, String> {
+        let cfg = config_from_js(config).map_err(invalid)?;
         let sink: Arc<dyn LogSink> = match log {
             Some(f) => Arc::new(JsLogSink(f)),
             None => Arc::new(dualsync_core::logging::StderrSink),
         };
-        let engine = Engine::open(cfg, sink).map_err(to_napi)?;
+        let engine = Engine::open(cfg, sink).map_err(coded)?;
         Ok(Self {
             inner: RwLock::new(Some(engine)),
         })
     }
 
-    fn engine(&self) -> Result<Arc<Engine>> {
+    fn engine(&self) -> Result<Arc<Engine>, String> {
         self.inner
             .read()
             .ok()
             .and_then(|g| g.clone())
-            .ok_or_else(|| to_napi(EngineError::Closed))
+            .ok_or_else(|| coded(EngineError::Closed))
     }
 
     /// Journals marks (one or many) with a single write. Synchronous, never
     /// waits on the network. Returns how many were accepted.
     #[napi]
-    pub fn enqueue(&self, marks: Vec<NativeMark>) -> Result<u32> {
+    pub fn enqueue(&self, marks: Vec<NativeMark>) -> Result<u32, String> {
         let engine = self.engine()?;
-        let marks = marks_from_js(marks).map_err(|m| Error::new(Status::InvalidArg, m))?;
+        let marks = marks_from_js(marks).map_err(invalid)?;
         let n = marks.len() as u32;
-        engine.enqueue(marks).map_err(to_napi)?;
+        engine.enqueue(marks).map_err(coded)?;
         Ok(n)
     }
 
@@ -102,14 +118,14 @@ impl NativeEngine {
         d: String,
         k: u32,
         v: Option<Either3<String, f64, Buffer>>,
-        p: Option<bool>,
-    ) -> Result<u32> {
-        self.enqueue(vec![NativeMark { c, d, k, v, p }])
+        i: Option<bool>,
+    ) -> Result<u32, String> {
+        self.enqueue(vec![NativeMark { c, d, k, v, i }])
     }
 
     /// Metrics snapshot (plain JSON object).
     #[napi]
-    pub fn metrics(&self) -> Result<serde_json::Value> {
+    pub fn metrics(&self) -> Result<serde_json::Value, String> {
         Ok(self.engine()?.metrics())
     }
 
@@ -117,7 +133,7 @@ impl NativeEngine {
     /// Atlas or dead-lettered; false on timeout.
     #[napi]
     pub async fn flush(&self, timeout_ms: f64) -> Result<bool> {
-        let engine = self.engine()?;
+        let engine = self.engine().map_err(to_status)?;
         let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
         let handle = engine.handle().clone();
         handle
@@ -155,13 +171,13 @@ impl NativeEngine {
     }
 
     #[napi]
-    pub fn pause(&self) -> Result<()> {
+    pub fn pause(&self) -> Result<(), String> {
         self.engine()?.pause();
         Ok(())
     }
 
     #[napi]
-    pub fn resume(&self) -> Result<()> {
+    pub fn resume(&self) -> Result<(), String> {
         self.engine()?.resume();
         Ok(())
     }
@@ -169,22 +185,22 @@ impl NativeEngine {
     /// Starts a verify (`dryRun`) or full-sync job, or returns the running
     /// one's id. Blocks only if the MongoDB clients are not created yet.
     #[napi]
-    pub fn start_job(&self, opts: convert::NativeJobOptions) -> Result<String> {
+    pub fn start_job(&self, opts: convert::NativeJobOptions) -> Result<String, String> {
         let job = self
             .engine()?
             .start_job(opts.collections, opts.dry_run.unwrap_or(false))
-            .map_err(to_napi)?;
+            .map_err(coded)?;
         Ok(job.id().to_owned())
     }
 
     #[napi]
-    pub fn job_snapshot(&self, id: String) -> Result<serde_json::Value> {
+    pub fn job_snapshot(&self, id: String) -> Result<serde_json::Value, String> {
         let job = self.engine()?.job(&id).ok_or_else(|| unknown_job(&id))?;
-        serde_json::to_value(job.snapshot()).map_err(|e| Error::from_reason(e.to_string()))
+        serde_json::to_value(job.snapshot()).map_err(internal)
     }
 
     #[napi]
-    pub fn cancel_job(&self, id: String) -> Result<()> {
+    pub fn cancel_job(&self, id: String) -> Result<(), String> {
         self.engine()?
             .job(&id)
             .ok_or_else(|| unknown_job(&id))?
@@ -195,23 +211,54 @@ impl NativeEngine {
     /// Resolves with the final snapshot once the job ends.
     #[napi]
     pub async fn wait_job(&self, id: String) -> Result<serde_json::Value> {
-        let job = self.engine()?.job(&id).ok_or_else(|| unknown_job(&id))?;
+        let job = self
+            .engine()
+            .map_err(to_status)?
+            .job(&id)
+            .ok_or_else(|| to_status(unknown_job(&id)))?;
         let snap = job.wait().await;
         serde_json::to_value(snap).map_err(|e| Error::from_reason(e.to_string()))
     }
 
     #[napi]
-    pub fn dead_letters(&self, filter: Option<NativeRetryFilter>) -> Result<serde_json::Value> {
+    pub fn dead_letters(
+        &self,
+        filter: Option<NativeRetryFilter>,
+    ) -> Result<serde_json::Value, String> {
         let list = self.engine()?.dead_letters(&dead_letter_filter(filter));
-        serde_json::to_value(list).map_err(|e| Error::from_reason(e.to_string()))
+        serde_json::to_value(list).map_err(internal)
     }
 
     #[napi]
-    pub fn retry_dead_letters(&self, filter: Option<NativeRetryFilter>) -> Result<u32> {
+    pub fn retry_dead_letters(&self, filter: Option<NativeRetryFilter>) -> Result<u32, String> {
         let n = self
             .engine()?
             .retry_dead_letters(&dead_letter_filter(filter))
-            .map_err(to_napi)?;
+            .map_err(coded)?;
         Ok(n as u32)
     }
+}
+
+/// Scrubs the credentials of `uris` (and any URI userinfo) from `text`: the
+/// one redactor, shared by the JS layer and the core.
+#[napi]
+pub fn scrub_secrets(text: String, uris: Vec<String>) -> String {
+    let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+    dualsync_core::redact::scrub(&text, &uris)
+}
+
+/// A MongoDB URI with its user and password replaced by `***`.
+#[napi]
+pub fn redact_uri(uri: String) -> String {
+    dualsync_core::redact::redact_uri(&uri)
+}
+
+/// The op kinds of the wire form, name → number (the table lives in
+/// `convert::kind`; lib/wire.js is checked against this).
+#[napi]
+pub fn op_kinds() -> std::collections::HashMap<String, u32> {
+    convert::kind::TABLE
+        .iter()
+        .map(|(name, k)| ((*name).to_owned(), *k))
+        .collect()
 }

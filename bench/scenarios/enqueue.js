@@ -99,7 +99,7 @@ async function run ({ smoke, pair, log }) {
   }
   const batchPerOpNs = (nowNs() - tb) / sampleN
   // Where the native call's time goes: JS validation/encoding alone.
-  const { encodeOp } = require('../../lib/ids')
+  const { encodeOp } = require('../../lib/wire')
   const te = nowNs()
   for (let i = 0; i < sampleN; i++) encodeOp({ collection: 'enq', id: ids[i] }, 'bench')
   const encodeNs = (nowNs() - te) / sampleN

@@ -90,7 +90,8 @@ async function main () {
   const server = createApp({ models, sync }).listen(Number(process.env.DEMO_PORT || 0), '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))
   const base = `http://127.0.0.1:${server.address().port}`
-  const dashboard = `${base}/api/sync/dashboard?token=${token}`
+  // The token goes in the #fragment: the browser never sends it, so no log sees it.
+  const dashboard = `${base}/api/sync/dashboard#token=${token}`
   say(`café app on ${base} · dashboard ${dashboard}`)
 
   await traffic(base, user._id, sync, PHASE_MS, 'normal')

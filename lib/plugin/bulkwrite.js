@@ -1,7 +1,7 @@
 'use strict'
 // Model.bulkWrite middleware (also carries Model.bulkSave's writes).
 
-const { ensureInsertId } = require('./ids')
+const { ensureInsertId } = require('./namedids')
 const { prepareFilter, findIds, sessionFor } = require('./resolve')
 const { currentCall, dualsyncFinishCall, dualsyncFailCall } = require('./callctx')
 const { definitelyNotApplied } = require('./query')
@@ -110,7 +110,7 @@ function bulkWriteHooks (marker) {
         prepareFilter({ model, query, filter: c.spec.filter, cap: marker.cap, forceFind: true }).castFilter
       // Not castable as a whole: Mongoose rejects the op too; count it as touching nothing.
       if (!castFilter) return { ids: [] }
-      return findIds(model, castFilter, { session, collation: c.spec.collation, cap: marker.cap })
+      return findIds(model, castFilter, { session, collation: c.spec.collation, cap: marker.cap, timeoutMs: marker.timeoutMs })
     }))
     if (found.some((r) => r.collection)) return { collection: true }
     const ids = []

@@ -3,7 +3,7 @@
 // per-document half of Model.bulkSave). `doc.deleteOne()` / `doc.updateOne()` run as queries
 // filtered by `_id`, so the query hooks mark them (and see their `{sync: false}` option).
 
-const { docId } = require('./ids')
+const { docId } = require('./namedids')
 
 /**
  * @param {ReturnType<import('./sink').makeMarker>} marker

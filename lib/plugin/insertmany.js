@@ -1,7 +1,7 @@
 'use strict'
 // Model.insertMany middleware.
 
-const { ensureInsertId, docId } = require('./ids')
+const { ensureInsertId, docId } = require('./namedids')
 const { currentCall, dualsyncFinishCall, dualsyncFailCall } = require('./callctx')
 
 /** `_id`s an insertMany result (documents, or the driver's result with rawResult) names. */

@@ -2,7 +2,7 @@
 // Query middleware for every query that writes.
 
 const { resolveFilter, sessionFor } = require('./resolve')
-const { docId } = require('./ids')
+const { docId, namesOneId } = require('./namedids')
 
 const QUERY_WRITES = [
   'updateOne',
@@ -70,7 +70,8 @@ function queryHooks (marker, key) {
           filter: this.getFilter(),
           session: options.session,
           collation: options.collation,
-          cap: marker.cap
+          cap: marker.cap,
+          timeoutMs: marker.timeoutMs
         })
       } catch (err) {
         // Which documents the write touches is unknown: reconcile the collection instead.
@@ -101,6 +102,7 @@ function queryHooks (marker, key) {
         session: options.session,
         collation: options.collation,
         cap: marker.cap,
+        timeoutMs: marker.timeoutMs,
         forceFind: true
       })
     } catch (err) {
@@ -151,7 +153,9 @@ function queryHooks (marker, key) {
       }
       // findOneAndUpdate/Replace with upsert returning the old document (null: it inserted one)
       // does not say which `_id` it inserted: look it up by the filter.
-      if (!collection && UPSERTING.has(op) && FIND_AND_MODIFY.has(op) && options.upsert && !found.known) {
+      // When the filter names one `_id` by equality, the upsert inserted exactly that one (marked).
+      if (!collection && UPSERTING.has(op) && FIND_AND_MODIFY.has(op) && options.upsert && !found.known &&
+        !namesOneId(this.getFilter())) {
         const r = await findAgain(this, options, hook)
         if (r.ids && r.ids.length > 0) ids.push(...r.ids)
         // The inserted document may no longer match the filter (a replacement

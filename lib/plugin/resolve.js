@@ -2,7 +2,7 @@
 // Which documents does a filter match? Answered from the filter itself when it names `_id`s,
 // otherwise by an `_id`-only find on the local database, bounded by the mark cap.
 
-const { rawIdsFromFilter, cloneFilter } = require('./ids')
+const { rawIdsFromFilter, cloneFilter } = require('./namedids')
 
 /**
  * @typedef {object} Resolution
@@ -39,17 +39,31 @@ function sessionFor (model, explicit) {
  * `_id`s matched by a cast filter, straight from the driver: no Mongoose middleware runs (ours
  * or the app's, which could narrow a find but not the write), no document bodies travel.
  */
-async function findIds (model, castFilter, { session, collation, cap }) {
+async function findIds (model, castFilter, { session, collation, cap, timeoutMs }) {
   const coll = model.collection && model.collection.collection
   if (!coll) {
     throw new Error(`dualsync: collection "${model.collection && model.collection.collectionName}" is not open`)
   }
   const opts = { projection: { _id: 1 }, limit: cap + 1, batchSize: cap + 1, readPreference: 'primary' }
+  // Bounded: a slow unindexed lookup must not hold the app's write; past the
+  // bound the collection is reconciled instead (same as above the cap).
+  if (timeoutMs) opts.maxTimeMS = timeoutMs
   if (session) opts.session = session
   if (collation) opts.collation = collation
-  const docs = await coll.find(castFilter, opts).toArray()
+  let docs
+  try {
+    docs = await coll.find(castFilter, opts).toArray()
+  } catch (err) {
+    if (isTimeLimit(err)) return { collection: true, timedOut: true }
+    throw err
+  }
   if (docs.length > cap) return { collection: true }
   return { ids: docs.map((d) => d._id) }
+}
+
+/** MaxTimeMSExpired (50), or a server that words it only in the message. */
+function isTimeLimit (err) {
+  return Boolean(err) && (err.code === 50 || err.codeName === 'MaxTimeMSExpired' || /exceeded time limit|MaxTimeMS/i.test(String(err.message)))
 }
 
 /**
@@ -89,6 +103,7 @@ function prepareFilter ({ model, query, filter, cap, forceFind = false }) {
  * @param {object} args
  * @param {object} [args.session]    the write's session
  * @param {object} [args.collation]  the write's collation
+ * @param {number} [args.timeoutMs]  maxTimeMS of the lookup; past it, `{collection: true}`
  * @returns {Promise<Resolution>}
  */
 async function resolveFilter (args) {
@@ -97,7 +112,8 @@ async function resolveFilter (args) {
   const r = await findIds(args.model, p.castFilter, {
     session: sessionFor(args.model, args.session),
     collation: args.collation,
-    cap: args.cap
+    cap: args.cap,
+    timeoutMs: args.timeoutMs
   })
   return { ...r, found: true }
 }

@@ -3,6 +3,7 @@
 // emitting marks, and reporting errors without ever throwing into the app's write.
 
 const DEFAULT_QUERY_MARK_CAP = 10000
+const DEFAULT_QUERY_MARK_TIMEOUT_MS = 5000
 const DEFAULT_OPEN_WAIT_MS = 10000 // Mongoose's default bufferTimeoutMS
 
 /**
@@ -21,7 +22,11 @@ function checkSink (sink) {
   if (!Number.isInteger(cap) || cap < 1) {
     throw new TypeError(`createPlugin(sink): sink.queryMarkCap must be a positive integer, got ${String(sink.queryMarkCap)}`)
   }
-  return cap
+  const timeoutMs = sink.queryMarkTimeoutMs === undefined ? DEFAULT_QUERY_MARK_TIMEOUT_MS : sink.queryMarkTimeoutMs
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
+    throw new TypeError(`createPlugin(sink): sink.queryMarkTimeoutMs must be a positive integer (milliseconds), got ${String(sink.queryMarkTimeoutMs)}`)
+  }
+  return { cap, timeoutMs }
 }
 
 /** A key for the common `_id` types, so one hook's marks name each document once; null: keep. */
@@ -57,7 +62,7 @@ function whenOpen (conn, ms) {
  * @param {object} sink see createPlugin
  */
 function makeMarker (sink) {
-  const cap = checkSink(sink)
+  const { cap, timeoutMs } = checkSink(sink)
 
   function report (err, hook, model) {
     const error = err instanceof Error ? err : new Error(String(err))
@@ -140,10 +145,12 @@ function makeMarker (sink) {
       return
     }
     const ops = []
-    if (collection) ops.push({ collection: t.collection, db, kind: 'collection' })
     // Marks taken before the write are intents: the engine holds them until
-    // the post mark arrives (or a timeout), so it never re-reads too early.
-    const phase = typeof hook === 'string' && hook.startsWith('pre:') ? 'pre' : undefined
+    // the post mark arrives (or a timeout), so it never re-reads (or scans
+    // the collection) too early.
+    // (Mongoose names the hooks before a write `pre:<op>`.)
+    const intent = typeof hook === 'string' && hook.startsWith('pre:')
+    if (collection) ops.push(intent ? { collection: t.collection, db, kind: 'collection', intent } : { collection: t.collection, db, kind: 'collection' })
     const seen = new Set()
     for (const id of ids) {
       if (id === undefined || id === null) continue
@@ -152,12 +159,12 @@ function makeMarker (sink) {
         if (seen.has(k)) continue
         seen.add(k)
       }
-      ops.push(phase ? { collection: t.collection, db, id, phase } : { collection: t.collection, db, id })
+      ops.push(intent ? { collection: t.collection, db, id, intent } : { collection: t.collection, db, id })
     }
     emit(ops, hook, t.model)
   }
 
-  return { cap, report, target, mark, ready }
+  return { cap, timeoutMs, report, target, mark, ready }
 }
 
 module.exports = { makeMarker, DEFAULT_QUERY_MARK_CAP }

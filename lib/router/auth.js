@@ -28,32 +28,31 @@ function bearerFrom (req) {
   return m ? m[1] : null
 }
 
-function deny (res, status, message, extraHeaders = {}) {
+/** Answers a refused request: JSON `{error, code?}`, never cached. */
+function deny (res, status, message, extraHeaders = {}, code) {
   for (const [k, v] of Object.entries(extraHeaders)) res.set(k, v)
   res.set('Cache-Control', 'no-store')
-  res.status(status).json({ error: message })
+  res.status(status).json(code ? { error: message, code } : { error: message })
 }
 
 /**
- * Builds the guard placed in front of every admin route.
+ * Builds the guard placed in front of every admin route. The token is only
+ * ever read from the Authorization header: a token in a URL lands in access
+ * logs and proxies (the dashboard page reads it from the #fragment instead).
  * @param {{token?: string, auth?: Function}} opts token: expected bearer token; auth: app middleware (wins when given)
- * @returns {{guard: (allowQueryToken: boolean) => Function, mode: 'middleware'|'token'|'unconfigured'}}
+ * @returns {{guard: Function, mode: 'middleware'|'token'|'unconfigured'}}
  */
 function createAuth ({ token, auth }) {
-  if (typeof auth === 'function') return { mode: 'middleware', guard: () => auth }
+  if (typeof auth === 'function') return { mode: 'middleware', guard: auth }
   if (typeof token !== 'string' || token === '') {
     const refuse = (req, res) => deny(res, 403,
       'dualsync admin routes are disabled because no credentials are configured: set SYNC_ADMIN_TOKEN ' +
       '(or createRouter(sync, { token })) and send "Authorization: Bearer <token>", ' +
       'or pass createRouter(sync, { auth: yourMiddleware }) to use your app\'s own authentication')
-    return { mode: 'unconfigured', guard: () => refuse }
+    return { mode: 'unconfigured', guard: refuse }
   }
-  const guard = (allowQueryToken) => function dualsyncAuth (req, res, next) {
-    let given = bearerFrom(req)
-    // Only the dashboard page accepts ?token=, because a browser cannot set a header on navigation.
-    if (given === null && allowQueryToken && typeof req.query.token === 'string' && req.query.token !== '') {
-      given = req.query.token
-    }
+  const guard = function dualsyncAuth (req, res, next) {
+    const given = bearerFrom(req)
     if (given === null) {
       return deny(res, 401, 'authentication required: send "Authorization: Bearer <SYNC_ADMIN_TOKEN>"',
         { 'WWW-Authenticate': `Bearer realm="${REALM}"` })
@@ -67,4 +66,4 @@ function createAuth ({ token, auth }) {
   return { mode: 'token', guard }
 }
 
-module.exports = { createAuth, tokenMatches }
+module.exports = { createAuth, tokenMatches, deny }

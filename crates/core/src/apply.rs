@@ -33,6 +33,30 @@ pub enum DocOutcome {
 #[derive(Debug)]
 pub struct TransientFailure {
     pub message: String,
+    /// Which server failed: only an Atlas failure means Atlas is unreachable.
+    pub side: Side,
+}
+
+/// The server a failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Local,
+    Atlas,
+}
+
+impl TransientFailure {
+    pub fn local(message: String) -> Self {
+        Self {
+            message,
+            side: Side::Local,
+        }
+    }
+    pub fn atlas(message: String) -> Self {
+        Self {
+            message,
+            side: Side::Atlas,
+        }
+    }
 }
 
 /// One document of a batch.
@@ -61,17 +85,7 @@ fn id_ref(id: &RawDocument) -> Option<RawBsonRef<'_>> {
     id.get("_id").ok().flatten()
 }
 
-/// Key that matches an `_id` the way the server does for numbers (1 == 1.0
-/// == 1L), so a mark and the document it names always meet.
-fn match_key(id: RawBsonRef<'_>) -> Vec<u8> {
-    let mut key = RawDocumentBuf::new();
-    match id {
-        RawBsonRef::Int32(n) => key.append("_id", n as f64),
-        RawBsonRef::Int64(n) if (n as f64) as i64 == n => key.append("_id", n as f64),
-        other => key.append_ref("_id", other),
-    }
-    key.into_bytes()
-}
+use crate::mark::canonical_key as match_key;
 
 impl Applier {
     /// Applies a batch. `Ok` holds one outcome per input document, in order.
@@ -81,9 +95,8 @@ impl Applier {
         for (i, d) in docs.iter().enumerate() {
             by_ns.entry(d.ns.as_ref()).or_default().push(i);
         }
-        let transient = |message: String| TransientFailure { message };
-        let local = self.local.get().await.map_err(transient)?;
-        let atlas = self.atlas.get().await.map_err(transient)?;
+        let local = self.local.get().await.map_err(TransientFailure::local)?;
+        let atlas = self.atlas.get().await.map_err(TransientFailure::atlas)?;
         // Any namespace of the batch serves as the probe's target: the answer
         // describes the server's storage, not the collection.
         let Some(probe_ns) = docs.first().map(|d| d.ns.clone()) else {
@@ -95,9 +108,7 @@ impl Applier {
                 let evidence =
                     capabilities::probe_filter(&local.database(&probe_ns.db), &probe_ns.coll)
                         .await
-                        .map_err(|m| TransientFailure {
-                            message: format!("local {m}"),
-                        })?;
+                        .map_err(|m| TransientFailure::local(format!("local {m}")))?;
                 Ok::<_, TransientFailure>(capabilities::read_mode(evidence))
             })
             .await?;
@@ -108,14 +119,10 @@ impl Applier {
                 let hello = db
                     .run_command(bson::doc! { "hello": 1 })
                     .await
-                    .map_err(|e| TransientFailure {
-                        message: format!("Atlas hello failed: {e}"),
-                    })?;
+                    .map_err(|e| TransientFailure::atlas(format!("Atlas hello failed: {e}")))?;
                 let evidence = capabilities::probe_filter(&db, &probe_ns.coll)
                     .await
-                    .map_err(|m| TransientFailure {
-                        message: format!("Atlas {m}"),
-                    })?;
+                    .map_err(|m| TransientFailure::atlas(format!("Atlas {m}")))?;
                 Ok::<_, TransientFailure>(capabilities::statements_per_command(&hello, evidence))
             })
             .await?;
@@ -196,6 +203,7 @@ async fn read_local(
         .database(&ns.db)
         .collection::<RawDocumentBuf>(&ns.coll);
     let local_err = |e: mongodb::error::Error| TransientFailure {
+        side: Side::Local,
         message: format!("reading {ns} from local failed: {e}"),
     };
     let mut found = HashMap::with_capacity(ids.len());
@@ -327,9 +335,7 @@ impl Applier {
                 run_singles(db, idx, singles, &ok).await
             }
             Err(e) => match classify_command_error(&e) {
-                FailureClass::Transient => Err(TransientFailure {
-                    message: e.to_string(),
-                }),
+                FailureClass::Transient => Err(TransientFailure::atlas(e.to_string())),
                 FailureClass::Isolate if idx.len() == 1 => {
                     Ok(vec![(idx[0], rejected_from_error(&e))])
                 }
@@ -351,9 +357,7 @@ async fn run_singles(
         match db.run_raw_command(single).await {
             Ok(reply) => out.extend(parse_write_reply(&reply, &[i], ok)?),
             Err(e) if classify_command_error(&e) == FailureClass::Transient => {
-                return Err(TransientFailure {
-                    message: e.to_string(),
-                })
+                return Err(TransientFailure::atlas(e.to_string()))
             }
             Err(e) => out.push((i, rejected_from_error(&e))),
         }
@@ -380,9 +384,9 @@ fn parse_write_reply(
 ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
     if let Ok(wce) = reply.get_document("writeConcernError") {
         // Not acknowledged as durable: resend later (the write is idempotent).
-        return Err(TransientFailure {
-            message: format!("write concern error: {wce}"),
-        });
+        return Err(TransientFailure::atlas(format!(
+            "write concern error: {wce}"
+        )));
     }
     let mut outcomes: Vec<(usize, DocOutcome)> = idx.iter().map(|&i| (i, ok.clone())).collect();
     if let Ok(errors) = reply.get_array("writeErrors") {
@@ -394,7 +398,7 @@ fn parse_write_reply(
             let code = err.get_i32("code").ok();
             let message = err.get_str("errmsg").unwrap_or("write error").to_owned();
             if code.is_some_and(is_transient_code) {
-                return Err(TransientFailure { message });
+                return Err(TransientFailure::atlas(message));
             }
             if let Some(slot) = usize::try_from(pos).ok().and_then(|p| outcomes.get_mut(p)) {
                 slot.1 = DocOutcome::Rejected { code, message };

@@ -8,6 +8,11 @@ use std::time::Duration;
 /// timeouts, throttling and write conflicts.
 const TRANSIENT_CODES: &[i32] = &[
     6,     // HostUnreachable
+    24,    // LockTimeout
+    202,   // NetworkInterfaceExceededTimeLimit
+    279,   // ClientDisconnect
+    8000,  // AtlasError: quota, maintenance, cluster paused
+    11601, // Interrupted
     7,     // HostNotFound
     50,    // MaxTimeMSExpired
     89,    // NetworkTimeout
@@ -58,6 +63,9 @@ pub fn classify_command_error(err: &Error) -> FailureClass {
         | ErrorKind::InvalidTlsConfig { .. } => FailureClass::Transient,
         ErrorKind::Command(c) if is_transient_code(c.code) => FailureClass::Transient,
         ErrorKind::Command(c) if c.code == 13 || c.code == 18 => FailureClass::Transient, // auth: fix config, keep data
+        // WriteConcernFailed for the whole command: the server is failing
+        // over or lagging, not refusing a document.
+        ErrorKind::Command(c) if c.code == 64 => FailureClass::Transient,
         ErrorKind::Command(_)
         | ErrorKind::BsonSerialization(_)
         | ErrorKind::InvalidArgument { .. } => FailureClass::Isolate,
@@ -115,6 +123,41 @@ mod tests {
         assert!(is_transient_code(91));
         assert!(!is_transient_code(11000)); // duplicate key belongs to a document
         assert!(!is_transient_code(121)); // validation failure
+    }
+
+    fn command_error(code: i32, name: &str) -> Error {
+        let c: mongodb::error::CommandError = bson::from_document(bson::doc! {
+            "code": code, "codeName": name, "errmsg": format!("{name} from the server"),
+        })
+        .expect("a command error document");
+        Error::from(ErrorKind::Command(c))
+    }
+
+    #[test]
+    fn atlas_busy_paused_or_failing_over_is_transient() {
+        for (code, name) in [
+            (8000, "AtlasError"),
+            (24, "LockTimeout"),
+            (202, "NetworkInterfaceExceededTimeLimit"),
+            (279, "ClientDisconnect"),
+            (11601, "Interrupted"),
+            (64, "WriteConcernFailed"),
+        ] {
+            assert_eq!(
+                classify_command_error(&command_error(code, name)),
+                FailureClass::Transient,
+                "{code} {name}"
+            );
+        }
+        // A document's own refusal still isolates.
+        assert_eq!(
+            classify_command_error(&command_error(11000, "DuplicateKey")),
+            FailureClass::Isolate
+        );
+        assert_eq!(
+            classify_command_error(&command_error(121, "DocumentValidationFailure")),
+            FailureClass::Isolate
+        );
     }
 
     #[test]

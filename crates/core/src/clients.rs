@@ -2,7 +2,7 @@
 //! app must start while offline, and an `mongodb+srv://` Atlas URI cannot
 //! even be parsed without DNS.
 
-use crate::config::redact_uri;
+use crate::redact::redact_uri;
 use mongodb::options::ClientOptions;
 use mongodb::Client;
 use std::time::Duration;

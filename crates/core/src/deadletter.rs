@@ -107,10 +107,7 @@ impl DeadLetterStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DeadLetter>> {
-        match self.entries.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::poison::lock(&self.entries)
     }
 
     fn persist(&self, entries: &[DeadLetter]) -> Result<(), StoreError> {

@@ -4,15 +4,16 @@
 
 use crate::apply::Applier;
 use crate::clients::LazyClient;
-use crate::config::{redact_uri, EngineConfig};
+use crate::config::EngineConfig;
 use crate::deadletter::{DeadLetter, DeadLetterFilter, DeadLetterStore};
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::logging::{dispatcher, LogSink};
 use crate::mark::{validate_namespace, MarkKind};
-use crate::metrics::Metrics;
+use crate::metrics::{EngineView, JournalView, Metrics};
 use crate::queue::{MarkQueue, NewMark};
+use crate::redact::redact_uri;
 use crate::worker::{Worker, WorkerSettings};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +29,18 @@ pub enum EngineError {
     Closed,
     #[error("{0}")]
     Io(String),
+}
+
+impl EngineError {
+    /// The `code` this error carries to JS (`err.code`), one per variant.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Journal(_) => "ERR_SYNC_JOURNAL",
+            EngineError::Invalid(_) => "ERR_SYNC_INVALID",
+            EngineError::Closed => "ERR_SYNC_CLOSED",
+            EngineError::Io(_) => "ERR_SYNC_IO",
+        }
+    }
 }
 
 /// A running engine. Cheap to share; `close` stops it.
@@ -345,15 +358,9 @@ impl Engine {
         Ok(n)
     }
 
-    /// The metrics snapshot as JSON.
+    /// The metrics snapshot as JSON (built by `Metrics::engine_snapshot`).
     pub fn metrics(&self) -> Value {
-        let mut m = self.metrics.snapshot();
-        let memory = self.queue.memory_len() as u64;
-        let disk = self.queue.disk_len();
-        let inflight = self.worker.pending() as u64;
-        let oldest = self.worker.oldest_pending_ms();
         let journal = self.queue.journal();
-        m.insert("enabled".into(), true.into());
         let state = if self.is_closed() {
             "closed"
         } else if self.worker.paused.load(Acquire) {
@@ -361,39 +368,32 @@ impl Engine {
         } else {
             "running"
         };
-        m.insert("state".into(), state.into());
-        m.insert(
-            "backlog".into(),
-            json!({ "total": memory + disk + inflight, "memory": memory, "disk": disk, "inFlight": inflight }),
-        );
-        m.insert(
-            "oldestPendingAgeMs".into(),
-            oldest
-                .map(|t| crate::metrics::now_ms().saturating_sub(t))
-                .into(),
-        );
-        m.insert("deadLetters".into(), (self.dead.len() as u64).into());
-        m.insert("scope".into(), self.cfg.scope.snapshot());
-        m.insert(
-            "fullSync".into(),
-            self.jobs
+        self.metrics.engine_snapshot(&EngineView {
+            state,
+            memory: self.queue.memory_len() as u64,
+            disk: self.queue.disk_len(),
+            in_flight: self.worker.pending() as u64,
+            oldest_pending_ms: self.worker.oldest_pending_ms(),
+            dead_letters: self.dead.len() as u64,
+            scope: self.cfg.scope.snapshot(),
+            scans_running: self.worker.active_scans.load(SeqCst),
+            scans_waiting: self.worker.scans_waiting.load(SeqCst),
+            full_sync: self
+                .jobs
                 .running()
                 .and_then(|j| serde_json::to_value(j.snapshot()).ok())
                 .unwrap_or(Value::Null),
-        );
-        m.insert(
-            "journal".into(),
-            json!({
-                "persist": self.cfg.persist_queue,
-                "bytes": journal.disk_bytes(),
-                "segments": journal.segments(),
-                "corruptRecords": journal.corrupt_skipped().max(self.metrics.corrupt_records.load(Relaxed)),
-                "recovered": self.recovered,
-                "checkpoint": journal.checkpoint(),
-                "end": journal.end(),
-            }),
-        );
-        Value::Object(m)
+            journal: JournalView {
+                persist: self.cfg.persist_queue,
+                bytes: journal.disk_bytes(),
+                segments: journal.segments() as u64,
+                corrupt_records: journal.corrupt_skipped(),
+                recovered: self.recovered,
+                checkpoint: journal.checkpoint(),
+                end: journal.end(),
+            },
+            secrets: [self.local.uri(), self.atlas.uri()],
+        })
     }
 
     /// Stops the engine's runtime and waits (bounded) until its tasks are

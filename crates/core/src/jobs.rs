@@ -28,7 +28,7 @@ const REPAIR_CHUNK: usize = 500;
 
 impl JobRegistry {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Job>>> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+        crate::poison::lock(&self.jobs)
     }
 
     pub fn running(&self) -> Option<Arc<Job>> {

@@ -13,8 +13,10 @@ pub mod journal;
 pub mod logging;
 pub mod mark;
 pub mod metrics;
+pub mod poison;
 pub mod queue;
 pub mod reconcile;
+pub mod redact;
 pub mod scope;
 pub mod worker;
 

@@ -61,7 +61,7 @@ impl<S: Subscriber> Layer<S> for SinkLayer {
         line.push_str(&v.fields);
         // Last line of defence: nothing that looks like a credential leaves.
         let uris: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        let line = crate::config::scrub_secrets(&line, &uris);
+        let line = crate::redact::scrub(&line, &uris);
         self.sink.log(*event.metadata().level(), &line);
     }
 }

@@ -2,7 +2,7 @@
 //! brought up to date. Marks carry no document bodies: the worker re-reads the
 //! current state from local, which is what makes replays idempotent.
 
-use bson::{Bson, RawDocumentBuf};
+use bson::{Bson, RawBsonRef, RawDocumentBuf};
 use std::sync::Arc;
 
 /// What a mark asks the worker to do.
@@ -18,6 +18,17 @@ pub enum MarkKind {
     /// until a later mark of the same document arrives or a timeout passes;
     /// after a crash it is replayed as a plain document mark.
     Intent = 2,
+    /// A collection mark taken before the app's write: held like `Intent`
+    /// (until a later collection mark of the namespace or the timeout), so
+    /// the scan does not look before the write; replayed as `Collection`.
+    CollectionIntent = 3,
+}
+
+impl MarkKind {
+    /// Taken before the app's write: must not act before it commits.
+    pub fn is_intent(self) -> bool {
+        matches!(self, MarkKind::Intent | MarkKind::CollectionIntent)
+    }
 }
 
 /// Database + collection, shared by all marks of that namespace.
@@ -71,6 +82,36 @@ pub fn id_value(id: &RawDocumentBuf) -> Option<Bson> {
 
 /// Checks a namespace the way MongoDB would reject it, so a bad mark is
 /// refused at enqueue instead of failing forever in the worker.
+/// An `_id` in the form the server matches it by: numbers that are equal
+/// across types (Int32 7, Int64 7, Double 7.0, and -0.0 / 0) give one key, so
+/// a mark, the document it names and its lane always meet.
+pub fn canonical_key(id: RawBsonRef<'_>) -> Vec<u8> {
+    let mut key = RawDocumentBuf::new();
+    let as_f64 = match id {
+        RawBsonRef::Int32(n) => Some(n as f64),
+        RawBsonRef::Int64(n) if (n as f64) as i64 == n => Some(n as f64),
+        RawBsonRef::Double(f) => Some(f),
+        _ => None,
+    };
+    match as_f64 {
+        // -0.0 == 0: one key (adding 0.0 turns -0.0 into +0.0).
+        Some(f) => key.append("_id", f + 0.0),
+        None => key.append_ref("_id", id),
+    }
+    key.into_bytes()
+}
+
+/// [`canonical_key`] of a `{_id}` document; borrows its bytes when the `_id`
+/// is not a number (the common case allocates nothing).
+pub fn canonical_id_bytes(id: &RawDocumentBuf) -> std::borrow::Cow<'_, [u8]> {
+    match id.get("_id") {
+        Ok(Some(v @ (RawBsonRef::Int32(_) | RawBsonRef::Int64(_) | RawBsonRef::Double(_)))) => {
+            std::borrow::Cow::Owned(canonical_key(v))
+        }
+        _ => std::borrow::Cow::Borrowed(id.as_bytes()),
+    }
+}
+
 pub fn validate_namespace(db: &str, coll: &str) -> Result<(), MarkError> {
     if coll.is_empty() {
         return Err(MarkError::Invalid(
@@ -130,6 +171,7 @@ pub fn decode(payload: &[u8]) -> Result<(MarkKind, u64, Namespace, RawDocumentBu
         0 => MarkKind::Document,
         1 => MarkKind::Collection,
         2 => MarkKind::Intent,
+        3 => MarkKind::CollectionIntent,
         _ => return Err(bad("unknown kind")),
     };
     let enq = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("time"))?);

@@ -123,6 +123,11 @@ pub struct Metrics {
     pub apply_latency: LatencyHistogram,
     pub lag: LatencyHistogram,
     pub last_error: Mutex<Option<String>>,
+    /// Collection scans started, and collection marks folded into a waiting scan.
+    pub scans_started: AtomicU64,
+    pub scans_coalesced: AtomicU64,
+    /// Last failure to read local (does not make Atlas look unreachable).
+    pub local_error: Mutex<Option<String>>,
     /// db → collection → counters (nested so a lookup allocates nothing).
     collections: Mutex<HashMap<String, HashMap<String, std::sync::Arc<CollectionCounters>>>>,
     rate: Mutex<RateWindow>,
@@ -152,6 +157,9 @@ impl Default for Metrics {
             apply_latency: LatencyHistogram::default(),
             lag: LatencyHistogram::default(),
             last_error: Mutex::new(None),
+            scans_started: AtomicU64::new(0),
+            scans_coalesced: AtomicU64::new(0),
+            local_error: Mutex::new(None),
             collections: Mutex::new(HashMap::new()),
             rate: Mutex::new(RateWindow::default()),
             outcomes: Mutex::new(OutcomeWindow::default()),
@@ -193,10 +201,7 @@ impl Metrics {
     /// Counters of one collection, created on first use. On the enqueue
     /// hot path: a hit allocates nothing.
     pub fn collection(&self, db: &str, coll: &str) -> std::sync::Arc<CollectionCounters> {
-        let mut map = match self.collections.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = crate::poison::lock(&self.collections);
         if let Some(c) = map.get(db).and_then(|colls| colls.get(coll)) {
             return c.clone();
         }
@@ -216,6 +221,18 @@ impl Metrics {
             return Some(now.saturating_sub(since));
         }
         None
+    }
+
+    /// Records the last failure to read local; true when local was fine before.
+    pub fn set_local_error(&self, msg: Option<String>) -> bool {
+        match self.local_error.lock() {
+            Ok(mut e) => {
+                let was_ok = e.is_none();
+                *e = msg;
+                was_ok && e.is_some()
+            }
+            Err(_) => false,
+        }
     }
 
     pub fn set_last_error(&self, msg: Option<String>) {
@@ -308,12 +325,100 @@ impl Metrics {
                 "lastError": last_error,
             }),
         );
+        let local_error = self.local_error.lock().ok().and_then(|e| e.clone());
+        m.insert("local".into(), json!({ "lastError": local_error }));
         m.insert("collections".into(), Value::Object(collections));
         m.insert(
             "uptimeMs".into(),
             (self.started.elapsed().as_millis() as u64).into(),
         );
         m
+    }
+}
+
+/// What the engine knows beyond the counters, for [`Metrics::engine_snapshot`].
+pub struct EngineView<'a> {
+    pub state: &'static str,
+    pub memory: u64,
+    pub disk: u64,
+    pub in_flight: u64,
+    pub oldest_pending_ms: Option<u64>,
+    pub dead_letters: u64,
+    /// Scope and extras policy per collection (`ScopeRules::snapshot`).
+    pub scope: Value,
+    pub scans_running: usize,
+    pub scans_waiting: usize,
+    pub full_sync: Value,
+    pub journal: JournalView,
+    /// The URIs whose credentials are scrubbed from error messages.
+    pub secrets: [&'a str; 2],
+}
+
+/// The journal's part of the snapshot.
+pub struct JournalView {
+    pub persist: bool,
+    pub bytes: u64,
+    pub segments: u64,
+    pub corrupt_records: u64,
+    pub recovered: u64,
+    pub checkpoint: u64,
+    pub end: u64,
+}
+
+impl Metrics {
+    /// The full metrics JSON `sync.metrics()` returns: the counters plus the
+    /// engine's backlog, journal, scans and job state.
+    pub fn engine_snapshot(&self, v: &EngineView<'_>) -> Value {
+        let mut m = self.snapshot();
+        // Driver errors can quote a connection string: scrub at the source.
+        for side in ["atlas", "local"] {
+            if let Some(Value::String(e)) = m.get_mut(side).and_then(|s| s.get_mut("lastError")) {
+                *e = crate::redact::scrub(e, &v.secrets);
+            }
+        }
+        m.insert("enabled".into(), true.into());
+        m.insert("state".into(), v.state.into());
+        m.insert(
+            "backlog".into(),
+            json!({
+                "total": v.memory + v.disk + v.in_flight,
+                "memory": v.memory,
+                "disk": v.disk,
+                "inFlight": v.in_flight,
+            }),
+        );
+        m.insert(
+            "oldestPendingAgeMs".into(),
+            v.oldest_pending_ms
+                .map(|t| now_ms().saturating_sub(t))
+                .into(),
+        );
+        m.insert("deadLetters".into(), v.dead_letters.into());
+        m.insert("scope".into(), v.scope.clone());
+        m.insert(
+            "collectionScans".into(),
+            json!({
+                "started": self.scans_started.load(Relaxed),
+                "coalesced": self.scans_coalesced.load(Relaxed),
+                "running": v.scans_running,
+                "waiting": v.scans_waiting,
+            }),
+        );
+        m.insert("fullSync".into(), v.full_sync.clone());
+        let j = &v.journal;
+        m.insert(
+            "journal".into(),
+            json!({
+                "persist": j.persist,
+                "bytes": j.bytes,
+                "segments": j.segments,
+                "corruptRecords": j.corrupt_records.max(self.corrupt_records.load(Relaxed)),
+                "recovered": j.recovered,
+                "checkpoint": j.checkpoint,
+                "end": j.end,
+            }),
+        );
+        Value::Object(m)
     }
 }
 

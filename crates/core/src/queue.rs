@@ -9,7 +9,7 @@ use crate::mark::{self, Mark, MarkKind, Namespace};
 use crossbeam_queue::ArrayQueue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// A mark to add, before it has a journal position.
 pub struct NewMark {
@@ -65,12 +65,7 @@ pub struct MarkQueue {
     pub wake_armed: std::sync::atomic::AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
+use crate::poison::lock;
 
 impl MarkQueue {
     /// `start` is the recovery checkpoint; `end` the journal end. Anything
@@ -234,10 +229,12 @@ impl MarkQueue {
                 Ok((kind, enqueued_ms, ns, id)) => {
                     // The write an old intent announced either committed or
                     // died with its process: re-read it now.
-                    let kind = if kind == MarkKind::Intent && seq < self.recovered_end {
-                        MarkKind::Document
-                    } else {
-                        kind
+                    let kind = match kind {
+                        MarkKind::Intent if seq < self.recovered_end => MarkKind::Document,
+                        MarkKind::CollectionIntent if seq < self.recovered_end => {
+                            MarkKind::Collection
+                        }
+                        k => k,
                     };
                     let ns = self.intern(&ns.db, &ns.coll);
                     out.push(Mark {

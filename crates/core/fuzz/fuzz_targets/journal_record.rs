@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use dualsync_core::journal::{record, scan};
+use dualsync_core::journal::{record, walk};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The whole input as a segment file, walked the way recovery walks it.
-    let s = scan::scan_bytes(body, seg);
+    let s = walk::scan_bytes(body, seg);
     let mut items: Vec<(u64, u64, bool)> = s
         .records
         .iter()
@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
         record::encode_into(&mut seg_bytes, record::position(seg, off), p);
         rest = tail;
     }
-    let s = scan::scan_bytes(&seg_bytes, seg);
+    let s = walk::scan_bytes(&seg_bytes, seg);
     assert_eq!(s.records, expect);
     assert!(s.corrupt.is_empty() && s.tail.is_none());
 });

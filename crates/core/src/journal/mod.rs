@@ -23,10 +23,10 @@ mod proptests;
 mod reader;
 pub mod record;
 mod recover;
-pub mod scan;
 mod segment;
 #[cfg(test)]
 mod tests;
+pub mod walk;
 
 pub use error::JournalError;
 pub use lock::DirLock;
@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Default size after which appends move to a new segment file.
@@ -131,11 +131,9 @@ struct Writer {
     broken: Option<String>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not make the journal unusable; state under these
-    // locks is updated so that it is consistent at every unwinding point.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+// A panic elsewhere must not make the journal unusable; state under these
+// locks is updated so that it is consistent at every unwinding point.
+use crate::poison::lock as locked;
 
 impl Shared {
     fn segments_lock(&self) -> MutexGuard<'_, BTreeMap<u64, u64>> {

@@ -3,7 +3,7 @@
 //! never sees half of a batch.
 
 use super::record::{offset_of, position, record_len, segment_of};
-use super::scan::{Item, Scanner};
+use super::walk::{Item, Scanner};
 use super::{segment, JournalError, Shared};
 use std::fs::File;
 use std::io;

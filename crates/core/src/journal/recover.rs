@@ -3,7 +3,7 @@
 //! the segment the writer continues in.
 
 use super::record::{offset_of, position, record_len, segment_of};
-use super::scan::{Item, Scanner};
+use super::walk::{Item, Scanner};
 use super::{checkpoint, segment, CorruptRecord, JournalError, Recovery};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};

@@ -2,7 +2,7 @@
 //! publish progress while running, and in a full sync hand each difference to
 //! `repair` (which enqueues a mark; the drain worker does the writing).
 
-use super::scan::{CollectionReport, Diff, ScanProgress};
+use super::mergejoin::{CollectionReport, Diff, ScanProgress};
 use super::verify::{
     estimated_count, list_sync_collections, scan_collection, ScanOptions, OWN_PREFIX,
 };
@@ -53,8 +53,7 @@ struct JobText {
 
 impl JobProgress {
     fn text(&self) -> MutexGuard<'_, JobText> {
-        // A panic elsewhere must not make progress unreadable.
-        self.text.lock().unwrap_or_else(|p| p.into_inner())
+        crate::poison::lock(&self.text)
     }
 }
 
@@ -178,7 +177,7 @@ impl Job {
             let (state, error) = match outcome {
                 Outcome::Done => ("done", None),
                 Outcome::Cancelled => ("cancelled", None),
-                Outcome::Failed(e) => ("failed", Some(redact_uris(&e))),
+                Outcome::Failed(e) => ("failed", Some(crate::redact::scrub(&e, &[]))),
             };
             text.state = state;
             text.error = error;
@@ -357,47 +356,5 @@ fn settle_extras(
             "full sync: deleting {extras} document(s) of {:?}{within} from Atlas that local does not have (extras policy \"delete\"), e.g. _id {samples}",
             report.collection
         ),
-    }
-}
-
-/// Removes `user:password@` from any URI in an error message (driver errors
-/// can quote connection strings).
-fn redact_uris(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut rest = msg;
-    while let Some(pos) = rest.find("://") {
-        let (head, tail) = rest.split_at(pos + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '"' | '\'' | ',' | ')' | ']'))
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("<redacted>@");
-                out.push_str(&authority[at + 1..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_credentials_in_uris() {
-        let msg = "failed to connect to mongodb+srv://alice:s3cr%40t@cluster0.x.net/db?x=1, and mongodb://h:1";
-        let out = redact_uris(msg);
-        assert!(!out.contains("alice") && !out.contains("s3cr"), "{out}");
-        assert!(
-            out.contains("mongodb+srv://<redacted>@cluster0.x.net/db?x=1"),
-            "{out}"
-        );
-        assert!(out.ends_with("mongodb://h:1"), "{out}");
     }
 }

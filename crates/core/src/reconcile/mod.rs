@@ -3,16 +3,16 @@
 //! Atlas only ever has one writer (the drain worker).
 
 pub mod job;
+pub mod mergejoin;
 mod number;
 pub mod order;
-pub mod scan;
 pub mod verify;
 
 pub use job::{spawn_job, Job, JobOptions, JobProgress, JobSnapshot, RepairFn};
-pub use order::compare_values;
-pub use scan::{
+pub use mergejoin::{
     merge_scan, CollectionReport, Diff, Lookup, ScanContext, ScanError, ScanProgress, Side,
 };
+pub use order::compare_values;
 pub use verify::{
     estimated_count, list_sync_collections, scan_collection, ScanOptions, OWN_PREFIX,
 };

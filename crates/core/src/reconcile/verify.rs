@@ -1,7 +1,7 @@
 //! Scanning real collections: sorted cursors on both servers feed the generic
 //! merge-join, and point lookups are `find_one({_id})`.
 
-use super::scan::{
+use super::mergejoin::{
     merge_scan, CollectionReport, Diff, Lookup, ScanContext, ScanError, ScanProgress, Side,
 };
 use crate::scope::{filter_json, scoped_id};

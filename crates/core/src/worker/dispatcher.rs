@@ -1,7 +1,13 @@
 //! The dispatcher: queue → lanes, checkpoint, journal housekeeping, and the
 //! collection scans that collection marks start.
 
-use super::*;
+use super::{lock, CollectionScanner, DocKey, ScanSlot, WaitingScan, Worker};
+use crate::classify::Backoff;
+use crate::mark::{Mark, MarkKind, Namespace};
+use std::collections::hash_map::Entry;
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 impl Worker {
     /// Dispatcher: queue → lanes, checkpoint, journal housekeeping.
@@ -23,7 +29,9 @@ impl Worker {
             if self.shutdown.load(Acquire) {
                 break;
             }
-            let room = cap.saturating_sub(self.pending());
+            // Collection scans hold journal positions and read whole
+            // collections: they count against the cap like documents.
+            let room = cap.saturating_sub(self.pending() + self.scans_in_flight());
             let paused = self.paused.load(Acquire);
             let can_take = !paused && room > 0;
             if !paused && room == 0 && self.queue.has_waiting() {
@@ -105,24 +113,145 @@ impl Worker {
                 let intent = m.kind == MarkKind::Intent;
                 self.route(DocKey { ns: m.ns, id: m.id }, m.seq, m.enqueued_ms, intent);
             }
-            MarkKind::Collection => {
+            MarkKind::Collection | MarkKind::CollectionIntent => {
                 // Held until the scan has journaled a mark for every difference.
                 self.hold(m.seq, 1);
-                self.active_scans.fetch_add(1, SeqCst);
-                let scanner = lock(&self.scanner).clone();
-                let me = self.clone();
-                tokio::spawn(async move { me.scan_collection(scanner, m).await });
+                self.queue_scan(m.ns, m.seq, m.kind == MarkKind::CollectionIntent);
             }
         }
     }
 
-    async fn scan_collection(self: Arc<Self>, scanner: Option<CollectionScanner>, m: Mark) {
+    /// Coalesces collection marks: per collection one scan runs and at most
+    /// one waits. A waiting scan keeps only the newest mark's position: it
+    /// starts once everything before that position is applied, so it covers
+    /// the older marks' writes too, and the checkpoint stays behind it.
+    fn queue_scan(self: &Arc<Self>, ns: Arc<Namespace>, seq: u64, intent: bool) {
+        let mut release = None;
+        let mut start = None;
+        let mut timer = false;
+        {
+            let mut scans = lock(&self.scans);
+            match scans.entry(ns.clone()) {
+                Entry::Vacant(v) if intent => {
+                    v.insert(ScanSlot {
+                        running: false,
+                        waiting: Some(WaitingScan { seq, intent }),
+                    });
+                    self.scans_waiting.fetch_add(1, SeqCst);
+                    timer = true;
+                }
+                Entry::Vacant(v) => {
+                    v.insert(ScanSlot {
+                        running: true,
+                        waiting: None,
+                    });
+                    start = Some(seq);
+                }
+                Entry::Occupied(mut e) => {
+                    let slot = e.get_mut();
+                    match slot.waiting.as_mut() {
+                        None => {
+                            slot.waiting = Some(WaitingScan { seq, intent });
+                            self.scans_waiting.fetch_add(1, SeqCst);
+                        }
+                        // An intent joining a plain waiting scan: that scan
+                        // starts later than this intent's own post mark
+                        // would make it, or the post mark replaces it.
+                        Some(w) if intent && !w.intent => release = Some(seq),
+                        Some(w) => {
+                            release = Some(w.seq);
+                            *w = WaitingScan { seq, intent };
+                        }
+                    }
+                    if release.is_some() {
+                        self.metrics.scans_coalesced.fetch_add(1, Relaxed);
+                    }
+                    if !slot.running && slot.waiting.as_ref().is_some_and(|w| !w.intent) {
+                        start = slot.take_waiting(&self.scans_waiting).map(|w| w.seq);
+                    }
+                }
+            }
+        }
+        if let Some(old) = release {
+            self.release(&[old]);
+        }
+        if let Some(seq) = start {
+            self.start_scan(ns.clone(), seq);
+        }
+        if timer {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(me.settings.intent_delay).await;
+                me.intent_expired(ns, seq);
+            });
+        }
+    }
+
+    /// An intent's wait is over: it scans now, or right after the running scan.
+    fn intent_expired(self: &Arc<Self>, ns: Arc<Namespace>, seq: u64) {
+        let start = {
+            let mut scans = lock(&self.scans);
+            let Some(slot) = scans.get_mut(&ns) else {
+                return;
+            };
+            match slot.waiting.as_mut() {
+                Some(w) if w.seq == seq && w.intent => w.intent = false,
+                _ => return,
+            }
+            if slot.running {
+                return;
+            }
+            slot.take_waiting(&self.scans_waiting).map(|w| w.seq)
+        };
+        if let Some(seq) = start {
+            self.start_scan(ns, seq);
+        }
+    }
+
+    fn start_scan(self: &Arc<Self>, ns: Arc<Namespace>, seq: u64) {
+        self.active_scans.fetch_add(1, SeqCst);
+        self.metrics.scans_started.fetch_add(1, Relaxed);
+        let scanner = lock(&self.scanner).clone();
+        let me = self.clone();
+        tokio::spawn(async move { me.scan_collection(scanner, ns, seq).await });
+    }
+
+    /// After a scan: the waiting one (if plain) starts, else the slot empties.
+    fn scan_finished(self: &Arc<Self>, ns: &Arc<Namespace>) {
+        let next = {
+            let mut scans = lock(&self.scans);
+            let Some(slot) = scans.get_mut(ns) else {
+                return;
+            };
+            match slot.waiting.as_ref() {
+                None => {
+                    scans.remove(ns);
+                    None
+                }
+                Some(w) if w.intent => {
+                    slot.running = false; // its timer starts it
+                    None
+                }
+                Some(_) => slot.take_waiting(&self.scans_waiting).map(|w| w.seq),
+            }
+        };
+        if let Some(seq) = next {
+            self.start_scan(ns.clone(), seq);
+        }
+    }
+
+    async fn scan_collection(
+        self: Arc<Self>,
+        scanner: Option<CollectionScanner>,
+        ns: Arc<Namespace>,
+        seq: u64,
+    ) {
         // Scan only once every earlier mark is applied: a batch still in
         // flight could otherwise land after the scan looked and leave a state
         // that no later mark corrects (this mark *is* the correction).
         let mut done = self.done_before.subscribe();
         let _ = done
-            .wait_for(|d| *d >= m.seq || self.shutdown.load(Acquire))
+            .wait_for(|d| *d >= seq || self.shutdown.load(Acquire))
             .await;
         if self.shutdown.load(Acquire) {
             self.active_scans.fetch_sub(1, SeqCst);
@@ -131,22 +260,16 @@ impl Worker {
         let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         loop {
             let Some(scanner) = scanner.as_ref() else {
-                tracing::error!(
-                    "collection mark for {} ignored: no reconciler configured",
-                    m.ns
-                );
+                tracing::error!("collection mark for {ns} ignored: no reconciler configured");
                 break;
             };
-            match scanner(m.ns.clone()).await {
+            match scanner(ns.clone()).await {
                 Ok(repairs) => {
-                    tracing::info!(
-                        "reconciled {}: {repairs} document(s) queued for repair",
-                        m.ns
-                    );
+                    tracing::info!("reconciled {ns}: {repairs} document(s) queued for repair");
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!("reconciling {} failed, will retry: {e}", m.ns);
+                    tracing::warn!("reconciling {ns} failed, will retry: {e}");
                     if self.shutdown.load(Acquire) {
                         // Not released: the mark stays in the journal for the next start.
                         self.active_scans.fetch_sub(1, SeqCst);
@@ -156,8 +279,11 @@ impl Worker {
                 }
             }
         }
+        // The next scan counts as active before this one stops counting, so
+        // a flush never sees "no scan" in between.
+        self.scan_finished(&ns);
         self.scans_completed.fetch_add(1, SeqCst);
         self.active_scans.fetch_sub(1, SeqCst);
-        self.release(&[m.seq]);
+        self.release(&[seq]);
     }
 }

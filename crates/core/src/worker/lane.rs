@@ -1,7 +1,14 @@
 //! A lane: takes batches of its documents, applies them (retrying transient
 //! failures), then settles each document: done, requeued or dead-lettered.
 
-use super::*;
+use super::{lock, DocKey, Lane, PendingDoc, Worker, BATCH_TIMEOUT};
+use crate::apply::{BatchDoc, DocOutcome};
+use crate::classify::Backoff;
+use crate::metrics::now_ms;
+use std::collections::hash_map::Entry;
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 impl Worker {
     fn next_batch(&self, lane: &Lane) -> Result<Vec<(DocKey, PendingDoc)>, Option<Duration>> {
@@ -98,14 +105,19 @@ impl Worker {
             // writes are idempotent, so giving up and resending is safe.
             let attempt = tokio::time::timeout(BATCH_TIMEOUT, self.applier.apply(&docs)).await;
             let attempt = attempt.unwrap_or_else(|_| {
-                Err(crate::apply::TransientFailure {
-                    message: format!("batch timed out after {} s", BATCH_TIMEOUT.as_secs()),
-                })
+                Err(crate::apply::TransientFailure::atlas(format!(
+                    "batch timed out after {} s",
+                    BATCH_TIMEOUT.as_secs()
+                )))
             });
             match attempt {
                 Ok(outcomes) => {
                     backoff.reset();
-                    self.metrics.record_batch(true);
+                    // A batch with refused documents is not a success.
+                    let clean = !outcomes
+                        .iter()
+                        .any(|o| matches!(o, DocOutcome::Rejected { .. }));
+                    self.metrics.record_batch(clean);
                     self.metrics
                         .apply_latency
                         .record(started.elapsed().as_millis() as u64);
@@ -119,6 +131,7 @@ impl Worker {
                         );
                     }
                     self.metrics.set_last_error(None);
+                    self.metrics.set_local_error(None);
                     self.metrics.last_success_ms.store(now_ms(), Relaxed);
                     self.settle(lane, batch, outcomes);
                     return;
@@ -126,11 +139,24 @@ impl Worker {
                 Err(failure) => {
                     self.metrics.record_batch(false);
                     self.metrics.transient_failures.fetch_add(1, Relaxed);
-                    let newly_down = self.metrics.set_atlas_connected(false).is_some();
-                    self.metrics.set_last_error(Some(failure.message.clone()));
+                    // Local unreadable says nothing about Atlas.
+                    let atlas_side = failure.side == crate::apply::Side::Atlas;
+                    let newly_down =
+                        atlas_side && self.metrics.set_atlas_connected(false).is_some();
+                    let newly_local = if atlas_side {
+                        self.metrics.set_last_error(Some(failure.message.clone()));
+                        false
+                    } else {
+                        self.metrics.set_local_error(Some(failure.message.clone()))
+                    };
                     let delay = backoff.next_delay();
                     // One warning per outage; the retries themselves are debug noise.
-                    if newly_down {
+                    if newly_local {
+                        tracing::warn!(
+                            "reading local failed, retrying with backoff (writes keep being journaled): {}",
+                            failure.message
+                        );
+                    } else if newly_down {
                         tracing::warn!(
                             "Atlas writes failing, retrying with backoff until they succeed (writes keep being journaled): {}",
                             failure.message

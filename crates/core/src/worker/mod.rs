@@ -6,21 +6,28 @@
 //! documents Atlas keeps refusing. The dispatcher alone computes the
 //! checkpoint: the first journal position not yet applied.
 //!
-//! This file holds the shared state and routing; `dispatcher` moves marks from
-//! the queue to the lanes, `lane` sends batches and settles their outcomes.
+//! Where each part of `impl Worker` lives:
+//! - this file: the shared state, `new`, routing (`route`, `lane_of`), the
+//!   in-flight bookkeeping (`hold`, `release`, `pending`) and `send_held_intents`;
+//! - `dispatcher.rs`: `run_dispatcher` (queue → lanes, checkpoint, fsync),
+//!   `dispatch`, and the collection scans (`queue_scan`, `start_scan`,
+//!   `scan_collection`, `scan_finished`, `intent_expired`);
+//! - `lane.rs`: `run_lane` (one lane's loop), `next_batch`, `apply_until_done`,
+//!   `settle`, `dead_letter`, `requeue`, `carry_intents`, `finish`.
+//!
+//! Each file imports what it uses by name (no `use super::*`).
 
-use crate::apply::{Applier, BatchDoc, DocOutcome};
-use crate::classify::Backoff;
+use crate::apply::Applier;
 use crate::deadletter::DeadLetterStore;
-use crate::mark::{Mark, MarkKind, Namespace};
-use crate::metrics::{now_ms, Metrics};
+use crate::mark::{canonical_id_bytes, Namespace};
+use crate::metrics::Metrics;
 use crate::queue::MarkQueue;
 use bson::RawDocumentBuf;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest one batch may take before it is abandoned and resent.
@@ -33,16 +40,18 @@ pub struct DocKey {
     pub id: Arc<RawDocumentBuf>,
 }
 
+// Identity follows the server's matching: Int32 7, Int64 7 and Double 7.0
+// are one document, so they share one lane entry (one batch at a time).
 impl PartialEq for DocKey {
     fn eq(&self, o: &Self) -> bool {
-        self.ns == o.ns && self.id.as_bytes() == o.id.as_bytes()
+        self.ns == o.ns && canonical_id_bytes(&self.id) == canonical_id_bytes(&o.id)
     }
 }
 impl Eq for DocKey {}
 impl Hash for DocKey {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.ns.hash(h);
-        self.id.as_bytes().hash(h);
+        canonical_id_bytes(&self.id).hash(h);
     }
 }
 
@@ -115,14 +124,43 @@ pub struct Worker {
     /// a scan finished while it waited, since its repairs are new marks).
     pub active_scans: AtomicUsize,
     pub scans_completed: AtomicUsize,
+    /// Per collection: whether a scan runs and the one waiting behind it.
+    scans: Mutex<HashMap<Arc<Namespace>, ScanSlot>>,
+    /// Waiting scans over all collections.
+    pub scans_waiting: AtomicUsize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
+/// The collection scans of one namespace: one running, at most one waiting.
+struct ScanSlot {
+    running: bool,
+    waiting: Option<WaitingScan>,
+}
+
+/// A scan waiting to start: the newest collection mark's position.
+struct WaitingScan {
+    seq: u64,
+    /// Only pre-write marks so far: held until a plain mark or the timeout.
+    intent: bool,
+}
+
+impl ScanSlot {
+    /// Turns the waiting scan into the running one.
+    fn take_waiting(&mut self, waiting: &AtomicUsize) -> Option<WaitingScan> {
+        let w = self.waiting.take()?;
+        waiting.fetch_sub(1, SeqCst);
+        self.running = true;
+        Some(w)
     }
 }
+
+/// The lane of a document among `lanes`: by namespace and canonical `_id`.
+fn lane_for(key: &DocKey, lanes: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}
+
+use crate::poison::lock;
 
 impl Worker {
     pub fn new(
@@ -156,12 +194,19 @@ impl Worker {
             scanner: Mutex::new(None),
             active_scans: AtomicUsize::new(0),
             scans_completed: AtomicUsize::new(0),
+            scans: Mutex::new(HashMap::new()),
+            scans_waiting: AtomicUsize::new(0),
         })
     }
 
     /// Documents taken from the queue but not yet applied.
     pub fn pending(&self) -> usize {
         self.pending_docs.load(Relaxed)
+    }
+
+    /// Collection scans running or waiting to run.
+    pub fn scans_in_flight(&self) -> usize {
+        self.active_scans.load(SeqCst) + self.scans_waiting.load(SeqCst)
     }
 
     /// Wall-clock ms of the oldest mark still waiting in a lane.
@@ -188,9 +233,7 @@ impl Worker {
     }
 
     fn lane_of(&self, key: &DocKey) -> usize {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        (h.finish() % self.lanes.len() as u64) as usize
+        lane_for(key, self.lanes.len())
     }
 
     fn hold(&self, seq: u64, refs: u32) {
@@ -294,3 +337,48 @@ impl Worker {
 
 mod dispatcher;
 mod lane;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::Bson;
+
+    fn key(ns: &Arc<Namespace>, id: Bson) -> DocKey {
+        DocKey {
+            ns: ns.clone(),
+            id: Arc::new(crate::mark::id_doc(id).expect("an _id")),
+        }
+    }
+
+    #[test]
+    fn numeric_ids_equal_across_types_share_one_lane_and_entry() {
+        let ns = Arc::new(Namespace {
+            db: "d".into(),
+            coll: "c".into(),
+        });
+        for n in [0i64, 7, -3, 1 << 40] {
+            let forms = [
+                key(&ns, Bson::Int64(n)),
+                key(&ns, Bson::Double(n as f64)),
+                key(&ns, Bson::Int32(n as i32)),
+            ];
+            let forms = if i32::try_from(n).is_ok() {
+                &forms[..]
+            } else {
+                &forms[..2]
+            };
+            for lanes in 1..=32 {
+                let first = lane_for(&forms[0], lanes);
+                assert!(
+                    forms.iter().all(|k| lane_for(k, lanes) == first),
+                    "{n} over {lanes} lanes"
+                );
+            }
+            assert!(forms.iter().all(|k| *k == forms[0]), "{n}");
+        }
+        assert!(key(&ns, Bson::Double(-0.0)) == key(&ns, Bson::Int32(0)));
+        // Different values and non-numbers stay apart.
+        assert!(key(&ns, Bson::Int32(7)) != key(&ns, Bson::Double(7.5)));
+        assert!(key(&ns, Bson::Int32(7)) != key(&ns, Bson::String("7".into())));
+    }
+}

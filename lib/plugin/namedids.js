@@ -1,5 +1,6 @@
 'use strict'
-// Turning filters and documents into `_id` values, without copying document bodies.
+// The `_id`s a filter or a document names (filter → `_id`s, document → `_id`), without copying
+// document bodies. Not to be confused with lib/wire.js, which encodes ops for the binding.
 
 const hasOwn = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key)
 
@@ -41,6 +42,19 @@ function rawIdsFromFilter (filter) {
   }
   if (isPlainObject(cond) && Object.keys(cond).length === 0) return null
   return isIdValue(cond) ? [cond] : null
+}
+
+/**
+ * True when the filter names exactly one `_id` by equality (`{_id: v}` or
+ * `{_id: {$eq: v}}`): an upsert through it inserts that `_id`.
+ * @param {object} filter
+ * @returns {boolean}
+ */
+function namesOneId (filter) {
+  if (!filter || typeof filter !== 'object' || !hasOwn(filter, '_id')) return false
+  const cond = filter._id
+  if (isOperatorObject(cond)) return Object.keys(cond).length === 1 && hasOwn(cond, '$eq') && isIdValue(cond.$eq)
+  return isIdValue(cond) && !(isPlainObject(cond) && Object.keys(cond).length === 0)
 }
 
 /**
@@ -104,4 +118,4 @@ function ensureInsertId (model, doc, lean) {
   return id
 }
 
-module.exports = { rawIdsFromFilter, cloneFilter, docId, ensureInsertId, isMongooseDoc, isPlainObject }
+module.exports = { rawIdsFromFilter, namesOneId, cloneFilter, docId, ensureInsertId, isMongooseDoc, isPlainObject }

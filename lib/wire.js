@@ -1,9 +1,12 @@
 'use strict'
 /**
- * Turns a user's `{ collection, id, db }` op into the compact form the
- * native engine reads ({c, d, k, v}); `k` tells the type of the _id.
+ * The wire form of an op: turns a user's `{ collection, id, db }` op into the
+ * compact form the native engine reads ({c, d, k, v, i}); `k` tells the type
+ * of the _id, `i` marks an intent (a mark taken before the app's write).
  */
-const K = { OBJECT_ID: 0, STRING: 1, INT32: 2, DOUBLE: 3, INT64: 4, BSON: 5, DATE: 6, COLLECTION: 9 }
+// The binding's table (src/convert.rs `kind`) is the source; __test__/binding.test.js checks this
+// copy against native opKinds(). A copy, so encoding an op needs no call into the addon.
+const K = Object.freeze({ OBJECT_ID: 0, STRING: 1, INT32: 2, DOUBLE: 3, INT64: 4, BSON: 5, DATE: 6, COLLECTION: 9 })
 
 let appBson = null
 /** BSON of the app's own mongodb driver, for _id types made by another bson major. */
@@ -68,12 +71,12 @@ function encodeOp (op, defaultDb) {
   if (typeof d !== 'string' || d.length === 0) {
     throw new TypeError(`enqueue: op.db must be a non-empty string when given, got ${describe(op.db)}`)
   }
-  if (op.kind === 'collection') return { c: collection, d, k: K.COLLECTION }
+  if (op.kind === 'collection') return op.intent === true ? { c: collection, d, k: K.COLLECTION, i: true } : { c: collection, d, k: K.COLLECTION }
   if (id === undefined || id === null) {
     throw new TypeError(`enqueue: op.id is required for collection "${collection}" (the document's _id)`)
   }
   const encoded = { c: collection, d, ...encodeId(id, collection) }
-  if (op.phase === 'pre') encoded.p = true
+  if (op.intent === true) encoded.i = true
   return encoded
 }
 
