@@ -8,7 +8,9 @@ pub mod order;
 pub mod scan;
 pub mod verify;
 
-pub use job::{spawn_job, Job, JobOptions, JobProgress, JobSnapshot, RepairFn};
+pub use job::{
+    spawn_job, spawn_job_when, ConnectFn, Job, JobOptions, JobProgress, JobSnapshot, RepairFn,
+};
 pub use order::compare_values;
 pub use scan::{
     merge_scan, CollectionReport, Diff, Lookup, ScanContext, ScanError, ScanProgress, Side,
