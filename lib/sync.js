@@ -18,7 +18,7 @@ function wrapNativeError (e, secrets) {
   const msg = scrub(e && e.message ? e.message : String(e), secrets)
   if (e && e.code === 'InvalidArg') return new TypeError(msg)
   const err = new Error(msg)
-  if (msg.includes(CLOSED)) err.code = CLOSED
+  if ((e && e.code === CLOSED) || msg.includes(CLOSED)) err.code = CLOSED
   return err
 }
 
@@ -207,6 +207,8 @@ class Sync extends EventEmitter {
   /** @returns {object} metrics snapshot */
   metrics () {
     const m = this._native().metrics()
+    // close() has started: it drains whatever the engine says (running or paused).
+    if (this._closing && m.state !== 'closed') m.state = 'closing'
     m.hookErrors = this._hookErrors
     m.lastHookError = this._lastHookError ? { at: new Date(this._lastHookError.at).toISOString(), message: this._lastHookError.message } : null
     m.invalidOps = (m.invalidOps || 0) + this._invalidOps
@@ -309,10 +311,10 @@ class Sync extends EventEmitter {
    * @param {{drainTimeoutMs?: number}} [opts]
    * @returns {Promise<boolean>} whether everything was drained
    */
-  async close ({ drainTimeoutMs = this.config.shutdownDrainMs } = {}) {
+  close ({ drainTimeoutMs = this.config.shutdownDrainMs } = {}) {
     if (this._closing) return this._closing
     const engine = this._engine
-    if (!engine) return true
+    if (!engine) return Promise.resolve(true)
     if (this._jobs) this._jobs.stop()
     if (this._healthTimer) clearInterval(this._healthTimer)
     // The engine stays open while it drains: captures made meanwhile are
