@@ -34,14 +34,19 @@ describe('close()', () => {
     await Bill.create({ n: 0 })
     expect(await sync.flush({ timeoutMs: 60000 })).toBe(true)
 
-    // Nothing drains: close() spends its whole drain time, and writes keep coming meanwhile.
+    // Nothing drains and something is pending: close() spends its whole drain time, and
+    // writes keep coming meanwhile.
     sync.pause()
-    const closing = sync.close({ drainTimeoutMs: 1500 })
+    const pending = await Bill.create({ n: 0.5 })
+    expect(pending).toBeTruthy()
+    expect(sync.metrics().backlog.total).toBeGreaterThan(0)
+    const closing = sync.close({ drainTimeoutMs: 10000 }) // ample room for the writes below on a loaded machine
     expect(sync.close()).toBe(closing)
     expect(sync.metrics().state).toBe('closing')
     const during = []
     for (let i = 1; i <= 20; i++) during.push(await Bill.create({ n: i }))
-    expect(sync.metrics().enqueued).toBeGreaterThanOrEqual(21)
+    expect(sync.metrics().enqueued).toBeGreaterThanOrEqual(22)
+    expect(sync.metrics().state).toBe('closing')
     expect(await closing).toBe(false)
     expect(logs.filter((l) => /capture (lost|failed)/.test(l))).toEqual([])
 
@@ -72,7 +77,7 @@ describe('close()', () => {
       logLevel: 'warn'
     })
     try {
-      expect(next.metrics().journal.recovered).toBeGreaterThanOrEqual(20)
+      expect(next.metrics().journal.recovered).toBeGreaterThanOrEqual(21)
       expect(await next.flush({ timeoutMs: 60000 })).toBe(true)
       assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, dbName))
     } finally {

@@ -84,7 +84,6 @@ class JobRunner {
       while (this._jobs.size > 20) this._jobs.delete(this._jobs.keys().next().value)
       const snap = job.snapshot()
       this._logger.info(`${snap.kind === 'verify' ? 'verify' : 'full sync'} ${id} started (${snap.collectionsTotal || 'all'} collections)`)
-      if (snap.state === 'waiting') this._logger.warn(`${snap.kind === 'verify' ? 'verify' : 'full sync'} ${id} waiting for the servers: ${snap.waitingFor}`)
       job.done.then((s) => {
         const line = `${s.kind === 'verify' ? 'verify' : 'full sync'} ${id} ${s.state}: ${s.docsScanned} documents scanned, ${s.differences} differences, ${s.repairsQueued} repairs queued${s.error ? ` (${s.error})` : ''}`
         if (s.state === 'failed') this._logger.error(line)
