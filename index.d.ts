@@ -103,7 +103,8 @@ export interface Percentiles { count: number; p50: number; p95: number; p99: num
 
 export interface Metrics {
   enabled: boolean
-  state: 'running' | 'paused' | 'closed' | 'disabled'
+  /** `closing`: close() is draining (marks are still journaled). */
+  state: 'running' | 'paused' | 'closing' | 'closed' | 'disabled'
   enqueued: number
   coalesced: number
   applied: { upserts: number; deletes: number; total: number }
@@ -128,8 +129,12 @@ export interface Metrics {
   backlog: { total: number; memory: number; disk: number; inFlight: number }
   oldestPendingAgeMs: number | null
   journal: { persist: boolean; bytes: number; segments: number; corruptRecords: number; recovered: number; checkpoint: number; end: number }
-  /** Failures inside capture hooks (counted, logged, never thrown into the app). */
+  /** Failures inside capture hooks (counted, logged, never thrown into the app); the collection is queued for a reconcile. */
   hookErrors: number
+  /** The last capture hook failure (keeps health degraded for 5 minutes). */
+  lastHookError: { at: string; message: string } | null
+  /** Marks that could not be journaled (full disk, broken journal). `reconcilePending`: collections ("db.coll") whose reconcile is queued as soon as the journal takes writes again (kept in memory only). */
+  lostMarks: { count: number; reconcilePending: string[]; lastError: string | null }
   fullSync: JobSnapshot | null
   scope: {
     /** Per collection named in the configuration, and `'*'` for the rest. `scope: null` = every document. */
@@ -186,7 +191,10 @@ export interface CollectionReport {
 export interface JobSnapshot {
   id: string
   kind: 'verify' | 'fullSync'
-  state: 'running' | 'done' | 'cancelled' | 'failed'
+  /** `waiting`: accepted, waiting for local and Atlas to answer (see `waitingFor`). */
+  state: 'waiting' | 'running' | 'done' | 'cancelled' | 'failed'
+  /** While waiting: why (e.g. "MongoDB Atlas not reachable: …"), credentials redacted. */
+  waitingFor: string | null
   startedAt: string
   finishedAt: string | null
   collectionsTotal: number
@@ -215,6 +223,8 @@ export interface FullSyncOptions {
   collections?: string[]
   /** Report only; repair nothing. */
   dryRun?: boolean
+  /** Fail (state `failed`, with the reason) if local or Atlas does not answer within this many ms (0: one attempt). Default: wait in state `waiting` as long as it takes. */
+  waitMs?: number
 }
 
 export interface RouterOptions {
@@ -228,6 +238,25 @@ export interface RouterOptions {
   express?: unknown
 }
 
+export interface ShutdownOptions {
+  /** Default ['SIGINT', 'SIGTERM']. */
+  signals?: string[]
+  /** HTTP server(s) to stop first: no new connections, requests in flight finish (bounded). */
+  server?: unknown | unknown[]
+  /** Bound on waiting for requests in flight and for capture hooks (default 10000). */
+  serverCloseTimeoutMs?: number
+  /** Passed to close() (default SYNC_SHUTDOWN_DRAIN_MS). */
+  drainTimeoutMs?: number
+  /** React to PM2's `'shutdown'` IPC message too (default true; only when there is an IPC channel). */
+  pm2Message?: boolean
+  /** Runs after the server stopped, before the drain: stop the app's own background writers. */
+  beforeClose?: () => Promise<void> | void
+  /** Runs after the drain (e.g. `mongoose.disconnect()`). */
+  beforeExit?: () => Promise<void> | void
+  /** Call process.exit when done (default true). */
+  exit?: boolean
+}
+
 export interface Sync extends EventEmitter {
   readonly enabled: boolean
   /** Mongoose plugin: `mongoose.plugin(sync.plugin)` before models are compiled. */
@@ -238,8 +267,10 @@ export interface Sync extends EventEmitter {
   health(): Health
   /** True once every op enqueued before the call is applied on Atlas (or dead-lettered); false on timeout (default 30 s). Waits for Mongoose writes in progress to finish (do not await it inside a write's own middleware). */
   flush(opts?: { timeoutMs?: number }): Promise<boolean>
-  /** Drains up to drainTimeoutMs (default SYNC_SHUTDOWN_DRAIN_MS), then stops; the rest stays in the journal. Resolves whether all was drained. */
+  /** Drains up to drainTimeoutMs (default SYNC_SHUTDOWN_DRAIN_MS), then stops; the rest stays in the journal. Resolves whether all was drained. Marks captured while it drains are journaled; afterwards enqueue throws an Error with `code: 'ERR_SYNC_CLOSED'`. Repeated calls return the same promise. */
   close(opts?: { drainTimeoutMs?: number }): Promise<boolean>
+  /** Resolves true once no capture hook is running; false if some still are after timeoutMs. */
+  writesSettled(timeoutMs: number): Promise<boolean>
   pause(): void
   resume(): void
   deadLetters(filter?: DeadLetterFilter): DeadLetter[]
@@ -253,8 +284,8 @@ export interface Sync extends EventEmitter {
   job(id: string): Job | undefined
   /** Express router with the admin API and dashboard. */
   router(opts?: RouterOptions): unknown
-  /** Opt-in SIGINT/SIGTERM handler: close (drain) then exit. Returns a function that removes it. */
-  handleSignals(opts?: { signals?: string[]; drainTimeoutMs?: number; exit?: boolean; beforeExit?: () => Promise<void> | void }): () => void
+  /** Opt-in graceful shutdown (SIGINT/SIGTERM, PM2's 'shutdown' message): stop the server(s), wait for captures in progress, close (drain), exit. Returns a function that removes the handlers. */
+  handleSignals(opts?: ShutdownOptions): () => void
   on(event: 'alert', listener: (alert: Alert) => void): this
   on(event: 'close', listener: (info: { drained: boolean }) => void): this
 }

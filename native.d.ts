@@ -42,7 +42,8 @@ export declare class NativeEngine {
   resume(): void
   /**
    * Starts a verify (`dryRun`) or full-sync job, or returns the running
-   * one's id. Blocks only if the MongoDB clients are not created yet.
+   * one's id. Never waits on the network: a job whose servers are not
+   * reachable yet is accepted in state `waiting`.
    */
   startJob(opts: NativeJobOptions): string
   jobSnapshot(id: string): any
@@ -80,6 +81,8 @@ export interface NativeConfig {
 export interface NativeJobOptions {
   collections?: Array<string>
   dryRun?: boolean
+  /** Fail once the servers did not answer for this long (default: wait). */
+  waitMs?: number
 }
 
 /**

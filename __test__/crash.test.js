@@ -5,30 +5,21 @@
 // (20 by default for CI; run 200+ locally).
 import { describe, it, expect, beforeAll } from 'vitest'
 import { createRequire } from 'node:module'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import readline from 'node:readline'
 import { useServers, uniqueDbName } from './helpers/servers.js'
 
 const require = createRequire(import.meta.url)
 const { compareDatabases, assertConverged } = require('./helpers/compare.js')
+const { startFixture } = require('./helpers/fixture.js')
 
 const CYCLES = Number(process.env.DUALSYNC_CRASH_CYCLES || 20)
 const WRITER = path.join(__dirname, 'fixtures', 'writer.js')
 let servers, dbName, dataDir
 
 function startWriter (env) {
-  const child = spawn(process.execPath, [WRITER], {
-    env: { ...process.env, LOCAL_URI: `${servers.local.uri}/${dbName}`, ATLAS_URI: `${servers.atlas.uri}/${dbName}`, DATA_DIR: dataDir, ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let stderr = ''
-  child.stderr.on('data', (d) => { stderr += d })
-  const lines = readline.createInterface({ input: child.stdout })
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr })))
-  return { child, lines, exited }
+  return startFixture(WRITER, { LOCAL_URI: `${servers.local.uri}/${dbName}`, ATLAS_URI: `${servers.atlas.uri}/${dbName}`, DATA_DIR: dataDir, ...env })
 }
 
 /** Resolves when the writer printed `count` acknowledged writes (or exited). */

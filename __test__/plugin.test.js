@@ -598,7 +598,8 @@ describe.each(VERSIONS)('%s', (label, lib) => {
         const o = await observe(env, 'many', write)
         expect(o.modified).toHaveLength(2)
         expect(o.errors.map((e) => [e.err.message, e.context])).toEqual([
-          ['injected find failure', { hook, model: 'Many' }]
+          // The collection and database name where the capture failed, so it can be reconciled.
+          ['injected find failure', { hook, model: 'Many', collection: 'many', db: env.db }]
         ])
         expect(o.preCollection).toBe(true)
       }
@@ -669,7 +670,7 @@ describe.each(VERSIONS)('%s', (label, lib) => {
     const find = o.commands.find((e) => e.kind === 'find')
     expect(find.collation).toEqual(collation)
     if (o.errors.length > 0) {
-      expect(o.errors.map((e) => e.context)).toEqual([{ hook: 'pre:updateMany', model: 'Item' }])
+      expect(o.errors.map((e) => e.context)).toEqual([{ hook: 'pre:updateMany', model: 'Item', collection: 'items', db: env.db }])
       expect(o.preCollection).toBe(true)
     } else {
       expect(o.changed.filter((k) => !o.preIds.has(k))).toEqual([])

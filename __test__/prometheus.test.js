@@ -192,6 +192,8 @@ function expectMatches (fams, m, p = 'dualsync_', after = m) {
   eq('dead_lettered_total', {}, m.deadLettered)
   eq('hook_errors_total', {}, m.hookErrors)
   eq('invalid_ops_total', {}, m.invalidOps)
+  eq('lost_marks_total', {}, m.lostMarks.count)
+  eq('reconcile_pending_collections', {}, m.lostMarks.reconcilePending.length)
   for (const [c, v] of Object.entries(m.collections)) {
     eq('collection_enqueued_total', { collection: c }, v.enqueued)
     eq('collection_applied_total', { collection: c, op: 'upsert' }, v.upserts)
@@ -248,6 +250,7 @@ describe('toPrometheus (text rules)', () => {
     oldestPendingAgeMs: 2500,
     journal: { persist: true, bytes: 4096, segments: 2, corruptRecords: 0, recovered: 0, checkpoint: 1, end: 5 },
     hookErrors: 0,
+    lostMarks: { count: 3, reconcilePending: ['app.bills'], lastError: 'journal write failed' },
     fullSync: null,
     scope: { rules: { '*': { scope: { organization: { $oid: '64b7f0c2a1b2c3d4e5f60718' } }, extrasPolicy: 'report' } }, extrasReported: 4, extrasDeleted: 1 }
   }

@@ -57,19 +57,25 @@ class JobRunner {
     this._logger = logger
     this._jobs = new Map()
     this._cron = null
+    /** Scheduled ticks handled so far (observable by tests and the dashboard). */
+    this.ticks = 0
   }
 
   /**
    * Starts a job, or returns the running one (one at a time).
-   * @param {{collections?: string[], dryRun?: boolean}} opts
+   * @param {{collections?: string[], dryRun?: boolean, waitMs?: number}} opts waitMs: fail if
+   *   the servers do not answer within it (default: wait for them as long as it takes)
    * @returns {Job}
    */
   start (opts = {}) {
     if (opts.collections !== undefined && (!Array.isArray(opts.collections) || opts.collections.some((c) => typeof c !== 'string' || !c))) {
       throw new TypeError('collections must be an array of collection names')
     }
+    if (opts.waitMs !== undefined && !(Number.isFinite(opts.waitMs) && opts.waitMs >= 0)) {
+      throw new TypeError(`waitMs must be a non-negative number of milliseconds, got ${String(opts.waitMs)}`)
+    }
     const engine = this._engine()
-    const id = engine.startJob({ collections: opts.collections || undefined, dryRun: Boolean(opts.dryRun) })
+    const id = engine.startJob({ collections: opts.collections || undefined, dryRun: Boolean(opts.dryRun), waitMs: opts.waitMs })
     let job = this._jobs.get(id)
     if (!job) {
       job = new Job(engine, id)
@@ -97,7 +103,7 @@ class JobRunner {
     for (const job of this._jobs.values()) {
       try {
         const s = job.snapshot()
-        if (s.state === 'running') return s
+        if (s.state === 'running' || s.state === 'waiting') return s
       } catch { /* engine closed */ }
     }
     return null
@@ -109,12 +115,22 @@ class JobRunner {
    */
   schedule (expression) {
     const { Cron } = require('croner')
+    let skippedFor = null
     this._cron = new Cron(expression, { protect: true, unref: true }, () => {
-      if (this.current()) {
-        this._logger.warn('scheduled full sync skipped: a job is already running')
-        return
+      // A tick must never throw: croner would surface it as an unhandled error.
+      this.ticks++
+      try {
+        const running = this.current()
+        if (running) {
+          // Once per job: a per-second cron while Atlas is down would flood the log.
+          if (skippedFor !== running.id) this._logger.warn(`scheduled full sync skipped: job ${running.id} is already ${running.state}${running.waitingFor ? ` (${running.waitingFor})` : ''}`)
+          skippedFor = running.id
+          return
+        }
+        this.start({})
+      } catch (e) {
+        this._logger.error(`scheduled full sync could not start: ${e && e.message ? e.message : e}`)
       }
-      this.start({})
     })
     this._logger.info(`full sync scheduled: "${expression}" (next ${this._cron.nextRun()?.toISOString()})`)
   }

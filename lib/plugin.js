@@ -24,6 +24,53 @@ function tag (fn) {
 }
 tag(dualsyncBeginCall)
 
+/**
+ * Counts capture hooks still running (their promises), so shutdown can wait
+ * for the marks of writes in progress. A write between its pre and post hook
+ * is covered by the pre hook's journaled intent.
+ */
+function hookTracker () {
+  let running = 0
+  let waiters = []
+  const done = () => {
+    if (--running === 0) {
+      const w = waiters
+      waiters = []
+      for (const resolve of w) resolve(true)
+    }
+  }
+  /** Wraps a hook, keeping its arity (Mongoose 8 reads it) and name. */
+  function track (fn) {
+    const wrapped = function (...args) {
+      const r = fn.apply(this, args)
+      if (r && typeof r.then === 'function') {
+        running++
+        r.then(done, done)
+      }
+      return r
+    }
+    Object.defineProperty(wrapped, 'length', { value: fn.length })
+    Object.defineProperty(wrapped, 'name', { value: fn.name })
+    return wrapped
+  }
+  /** @param {number} timeoutMs @returns {Promise<boolean>} false if hooks were still running at the bound */
+  function settled (timeoutMs) {
+    if (running === 0) return Promise.resolve(true)
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        waiters = waiters.filter((w) => w !== finish)
+        resolve(false)
+      }, timeoutMs)
+      const finish = () => {
+        clearTimeout(timer)
+        resolve(true)
+      }
+      waiters.push(finish)
+    })
+  }
+  return { track, settled }
+}
+
 const DOC = { document: true, query: false }
 const QUERY = { document: false, query: true }
 
@@ -34,11 +81,12 @@ const QUERY = { document: false, query: true }
  *   receives marks synchronously: `id` is the raw `_id` value; `kind: 'collection'` (no `id`)
  *   asks for the whole collection to be reconciled
  * @param {(collectionName: string) => boolean} sink.isExcluded  collections never marked
- * @param {(err: Error, context: {hook: string, model?: string}) => void} sink.onError
+ * @param {(err: Error, context: {hook: string, model?: string, collection?: string, db?: string}) => void} sink.onError
  *   receives failures inside hooks (never thrown into the app's write)
  * @param {number} [sink.queryMarkCap=10000]  above this many matched `_id`s, mark the collection instead
  * @param {number} [sink.queryMarkTimeoutMs=5000]  maxTimeMS of the `_id`-only lookup; past it, mark the collection instead
- * @returns {(schema: import('mongoose').Schema, options?: object) => void} the plugin, `dualsyncPlugin`
+ * @returns {((schema: import('mongoose').Schema, options?: object) => void) & {settled: (timeoutMs: number) => Promise<boolean>}}
+ *   the plugin, `dualsyncPlugin`; `settled(ms)` resolves once no capture hook is running
  */
 function createPlugin (sink) {
   const marker = makeMarker(sink)
@@ -49,8 +97,9 @@ function createPlugin (sink) {
   const query = queryHooks(marker, key)
   const insertMany = insertManyHooks(marker)
   const bulkWrite = bulkWriteHooks(marker)
+  const tracker = hookTracker()
   for (const h of [save, query, insertMany, bulkWrite]) {
-    for (const fn of Object.values(h)) tag(fn)
+    for (const [k, fn] of Object.entries(h)) h[k] = tag(tracker.track(fn))
   }
   const applied = new WeakSet()
 
@@ -80,6 +129,7 @@ function createPlugin (sink) {
     schema.post('bulkWrite', { errorHandler: true }, bulkWrite.error)
   }
 
+  dualsyncPlugin.settled = tracker.settled
   return dualsyncPlugin
 }
 

@@ -70,6 +70,9 @@ function families (m, { prefix = DEFAULT_PREFIX, now = Date.now() } = {}) {
   fam('dead_lettered_total', 'counter', 'Documents moved to the dead-letter store.', one(snapshot.deadLettered))
   fam('hook_errors_total', 'counter', 'Capture hook errors (the app write itself was not affected).', one(snapshot.hookErrors))
   fam('invalid_ops_total', 'counter', 'Marks rejected as invalid.', one(snapshot.invalidOps))
+  const lost = snapshot.lostMarks || {}
+  fam('lost_marks_total', 'counter', 'Marks that could not be journaled (disk full, broken journal); their collections are reconciled once it works again.', one(lost.count))
+  fam('reconcile_pending_collections', 'gauge', 'Collections of lost marks whose reconcile is not queued yet.', one((lost.reconcilePending || []).length))
   fam('collection_enqueued_total', 'counter', 'Marks enqueued, by collection (db.collection).',
     colls.map((c) => ({ labels: { collection: c }, value: num(collections[c].enqueued) })))
   fam('collection_applied_total', 'counter', 'Documents written to Atlas, by collection and operation.',

@@ -41,9 +41,12 @@ class Sync extends EventEmitter {
     this.enabled = true
     this._secrets = [cfg.localUri, cfg.atlasUri]
     this._hookErrors = 0
+    this._lastHookError = null
+    this._lostAfterClose = 0
     this._invalidOps = 0
     this._healthState = null
     this._engine = null
+    this._closing = null
     this._plugin = null
   }
 
@@ -123,7 +126,8 @@ class Sync extends EventEmitter {
         try {
           this._enqueueEncoded(ops.map((op) => encodeOp(op, this.config.localDb)))
         } catch (e) {
-          this._hookError(e, { hook: 'mark' })
+          const first = ops[0] || {}
+          this._hookError(e, { hook: 'mark', collection: first.collection, db: first.db, marks: ops.length })
         }
       },
       isExcluded: (name) => excluded.has(name),
@@ -133,10 +137,33 @@ class Sync extends EventEmitter {
     })
   }
 
+  /**
+   * A capture that failed. Never silent: counted, logged, in health, and the
+   * collection is queued for a reconcile (the engine remembers it when the
+   * journal itself is what failed, and retries once it takes writes again).
+   */
   _hookError (err, ctx = {}) {
+    const msg = scrub(err && err.message ? err.message : String(err), this._secrets)
+    if (err && err.code === CLOSED) {
+      // Only after close() resolved (the process is exiting): nothing can keep it.
+      this._lostAfterClose += ctx.marks || 1
+      this.logger.error(`capture lost: the sync engine is closed (close() had already finished)${ctx.collection ? ` — collection ${ctx.collection}` : ''}; call close() only after the app stopped writing (handleSignals({ server }) does)`)
+      return
+    }
     this._hookErrors++
+    this._lastHookError = { at: Date.now(), message: msg }
     const where = [ctx.hook, ctx.model].filter(Boolean).join(' on ')
-    this.logger.error(`capture failed${where ? ` (${where})` : ''}; the app write was not affected: ${err && err.message ? err.message : err}`)
+    this.logger.error(`capture failed${where ? ` (${where})` : ''}; the app write was not affected: ${msg}`)
+    // A journal failure is already remembered by the engine (lostMarks); any
+    // other failure leaves this write unidentified: reconcile its collection.
+    if (ctx.collection && ctx.db && !/journal/i.test(msg)) {
+      try {
+        this._enqueueEncoded([encodeOp({ collection: ctx.collection, db: ctx.db, kind: 'collection' }, this.config.localDb)])
+        this.logger.warn(`reconcile of collection ${ctx.collection} queued to repair the failed capture`)
+      } catch (e) {
+        this.logger.error(`queueing a reconcile of ${ctx.collection} failed: ${scrub(e && e.message ? e.message : String(e), this._secrets)}`)
+      }
+    }
   }
 
   _enqueueEncoded (encoded) {
@@ -190,7 +217,10 @@ class Sync extends EventEmitter {
   /** @returns {object} metrics snapshot */
   metrics () {
     const m = this._native().metrics()
+    // close() has started: it drains whatever the engine says (running or paused).
+    if (this._closing && m.state !== 'closed') m.state = 'closing'
     m.hookErrors = this._hookErrors
+    m.lastHookError = this._lastHookError ? { at: new Date(this._lastHookError.at).toISOString(), message: this._lastHookError.message } : null
     m.invalidOps = (m.invalidOps || 0) + this._invalidOps
     m.fullSync = this._jobs ? this._jobs.current() : null
     return m
@@ -198,6 +228,11 @@ class Sync extends EventEmitter {
 
   /** @returns {{status: string, reasons: string[], checkedAt: string}} */
   health () {
+    if (!this._engine) {
+      const reasons = ['sync engine is closed']
+      if (this._lostAfterClose) reasons.push(`${this._lostAfterClose} capture(s) made after close() finished were lost`)
+      return { status: 'unhealthy', reasons, checkedAt: new Date().toISOString() }
+    }
     const h = evaluateHealth(this.metrics(), this.config)
     if (this._healthState !== null && this._healthState !== h.status) {
       const alert = { from: this._healthState, to: h.status, reasons: h.reasons, at: h.checkedAt }
@@ -219,8 +254,10 @@ class Sync extends EventEmitter {
   }
 
   /**
-   * Opt-in SIGINT/SIGTERM handling: close (drain) then exit. See lib/shutdown.js.
-   * @param {{signals?: string[], drainTimeoutMs?: number, exit?: boolean}} [opts]
+   * Opt-in graceful shutdown on SIGINT/SIGTERM and PM2's 'shutdown' message:
+   * stop the HTTP server(s), wait for writes in progress, close (drain), exit.
+   * See lib/shutdown.js.
+   * @param {import('./shutdown').ShutdownOptions} [opts]
    * @returns {() => void} removes the handlers
    */
   handleSignals (opts) {
@@ -228,20 +265,32 @@ class Sync extends EventEmitter {
   }
 
   /**
+   * Resolves once no capture hook is running (bounded), so writes in progress
+   * are marked before the engine closes.
+   * @param {number} timeoutMs
+   * @returns {Promise<boolean>} false when the wait gave up
+   */
+  async writesSettled (timeoutMs) {
+    return this._plugin ? this._plugin.settled(timeoutMs) : true
+  }
+
+  /**
    * Starts a full sync (verify + repair through the queue), or returns the running job.
-   * @param {{collections?: string[], dryRun?: boolean}} [opts]
+   * Accepted while a server is unreachable: the job waits (state `waiting`).
+   * @param {{collections?: string[], dryRun?: boolean, waitMs?: number}} [opts] waitMs: fail
+   *   instead if the servers do not answer within it
    * @returns {import('./jobs').Job}
    */
   fullSync (opts = {}) {
-    return this._jobs.start({ collections: opts.collections, dryRun: Boolean(opts.dryRun) })
+    return this._jobs.start({ collections: opts.collections, dryRun: Boolean(opts.dryRun), waitMs: opts.waitMs })
   }
 
   /**
    * Starts a verification (report only), or returns the running job.
-   * @param {{collections?: string[]}} [opts]
+   * @param {{collections?: string[], waitMs?: number}} [opts]
    */
   verify (opts = {}) {
-    return this._jobs.start({ collections: opts.collections, dryRun: true })
+    return this._jobs.start({ collections: opts.collections, dryRun: true, waitMs: opts.waitMs })
   }
 
   /** @param {string} id @returns {import('./jobs').Job|undefined} */
@@ -272,15 +321,24 @@ class Sync extends EventEmitter {
    * @param {{drainTimeoutMs?: number}} [opts]
    * @returns {Promise<boolean>} whether everything was drained
    */
-  async close ({ drainTimeoutMs = this.config.shutdownDrainMs } = {}) {
+  close ({ drainTimeoutMs = this.config.shutdownDrainMs } = {}) {
+    if (this._closing) return this._closing
     const engine = this._engine
-    if (!engine) return true
-    this._engine = null
+    if (!engine) return Promise.resolve(true)
     if (this._jobs) this._jobs.stop()
     if (this._healthTimer) clearInterval(this._healthTimer)
-    const drained = await engine.close(drainTimeoutMs)
-    this.emit('close', { drained })
-    return drained
+    // The engine stays open while it drains: captures made meanwhile are
+    // journaled (sent now, or after the next start). Only once it is closed
+    // does enqueue throw ERR_SYNC_CLOSED.
+    this._closing = engine.close(drainTimeoutMs).then((drained) => {
+      this._engine = null
+      this.emit('close', { drained })
+      return drained
+    }, (e) => {
+      this._engine = null
+      throw wrapNativeError(e, this._secrets)
+    })
+    return this._closing
   }
 }
 
@@ -301,6 +359,7 @@ class DisabledSync extends EventEmitter {
   pause () {}
   resume () {}
   handleSignals () { return () => {} }
+  async writesSettled () { return true }
   deadLetters () { return [] }
   retryDeadLetters () { return 0 }
   fullSync () { throw new Error('sync is disabled (SYNC_ENABLED=false): no full sync to run') }

@@ -64,6 +64,8 @@ pub struct NativeMark {
 pub struct NativeJobOptions {
     pub collections: Option<Vec<String>>,
     pub dry_run: Option<bool>,
+    /// Fail once the servers did not answer for this long (default: wait).
+    pub wait_ms: Option<f64>,
 }
 
 #[napi(object)]

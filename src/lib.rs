@@ -146,9 +146,11 @@ impl NativeEngine {
     /// backlog was fully drained (the rest stays in the journal).
     #[napi]
     pub async fn close(&self, drain_timeout_ms: f64) -> Result<bool> {
-        let engine = match self.inner.write().ok().and_then(|mut g| g.take()) {
-            Some(e) => e,
-            None => return Ok(true),
+        // The engine stays reachable while it drains: marks captured during
+        // the drain are still journaled (sent now or after the next start).
+        let engine = match self.engine() {
+            Ok(e) => e,
+            Err(_) => return Ok(true),
         };
         let timeout = Duration::from_millis(drain_timeout_ms.max(0.0) as u64);
         // The close future drops the engine's own runtime, so it runs on a
@@ -162,12 +164,21 @@ impl NativeEngine {
                 Ok(rt) => rt.block_on(engine.close(timeout)),
                 Err(_) => false,
             };
-            // Outside the block_on: the engine's runtime may block to stop.
+            let _ = tx.send((drained, engine));
+        });
+        let (drained, engine) = rx.await.map_err(|e| Error::from_reason(e.to_string()))?;
+        if let Ok(mut g) = self.inner.write() {
+            g.take();
+        }
+        // Outside any async context: the engine's runtime may block to stop.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
             engine.shutdown_runtime();
             drop(engine);
-            let _ = tx.send(drained);
+            let _ = tx.send(());
         });
-        rx.await.map_err(|e| Error::from_reason(e.to_string()))
+        let _ = rx.await;
+        Ok(drained)
     }
 
     #[napi]
@@ -183,12 +194,18 @@ impl NativeEngine {
     }
 
     /// Starts a verify (`dryRun`) or full-sync job, or returns the running
-    /// one's id. Blocks only if the MongoDB clients are not created yet.
+    /// one's id. Never waits on the network: a job whose servers are not
+    /// reachable yet is accepted in state `waiting`.
     #[napi]
     pub fn start_job(&self, opts: convert::NativeJobOptions) -> Result<String, String> {
         let job = self
             .engine()?
-            .start_job(opts.collections, opts.dry_run.unwrap_or(false))
+            .start_job(
+                opts.collections,
+                opts.dry_run.unwrap_or(false),
+                opts.wait_ms
+                    .map(|ms| Duration::from_millis(ms.max(0.0) as u64)),
+            )
             .map_err(coded)?;
         Ok(job.id().to_owned())
     }

@@ -106,7 +106,7 @@ async function verify (values, io) {
   }
   const { sync, dispose } = await readOnlySync(values, io)
   try {
-    const snap = await runJob(sync.verify({ collections: collectionsOf(values) }), values, io)
+    const snap = await runJob(sync.verify({ collections: collectionsOf(values), waitMs: 0 }), values, io)
     printReport(snap, values, io)
     return exitCodeFor(snap)
   } finally {
@@ -124,7 +124,7 @@ async function fullSync (values, io) {
   const { createSync } = require('../..')
   const sync = await createSync(baseOptions(values, { logger: quietLogger(io) }))
   try {
-    const snap = await runJob(sync.fullSync({ collections: collectionsOf(values) }), values, io)
+    const snap = await runJob(sync.fullSync({ collections: collectionsOf(values), waitMs: 0 }), values, io)
     const drained = await sync.flush({ timeoutMs: timeoutOf(values) })
     printReport(snap, values, io)
     if (!drained) throw new Error('repairs were queued but not all applied before --timeout-ms; they stay in the journal')

@@ -68,6 +68,10 @@ function makeMarker (sink) {
     const error = err instanceof Error ? err : new Error(String(err))
     const context = { hook }
     if (model && typeof model.modelName === 'string') context.model = model.modelName
+    // Where the lost capture belongs, so the collection can be reconciled.
+    const coll = model && model.collection && (model.collection.collectionName || model.collection.name)
+    if (typeof coll === 'string') context.collection = coll
+    if (model && model.db && typeof model.db.name === 'string' && model.db.name) context.db = model.db.name
     try {
       sink.onError(error, context)
     } catch {

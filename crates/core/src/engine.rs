@@ -8,6 +8,7 @@ use crate::config::EngineConfig;
 use crate::deadletter::{DeadLetter, DeadLetterFilter, DeadLetterStore};
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::logging::{dispatcher, LogSink};
+use crate::lost::LostMarks;
 use crate::mark::{validate_namespace, MarkKind};
 use crate::metrics::{EngineView, JournalView, Metrics};
 use crate::queue::{MarkQueue, NewMark};
@@ -58,6 +59,11 @@ pub struct Engine {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     pub recovered: u64,
     pub jobs: crate::jobs::JobRegistry,
+    /// Marks that could not be journaled, and the reconciles they call for.
+    pub lost: Arc<LostMarks>,
+    /// Set once `close` is done: from then on enqueue is refused. While the
+    /// engine drains (shutdown set, not closed yet) marks are still journaled.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -185,6 +191,8 @@ impl Engine {
             tasks: Mutex::new(Vec::new()),
             recovered: recovery.records,
             jobs: Default::default(),
+            lost: Default::default(),
+            closed: Default::default(),
         });
         if let Ok(mut slot) = worker.scanner.lock() {
             *slot = Some(crate::jobs::collection_scanner(&engine));
@@ -194,6 +202,11 @@ impl Engine {
             tasks.push(handle.spawn(worker.clone().run_lane(lane)));
         }
         tasks.push(handle.spawn(Self::announce(engine.clone())));
+        tasks.push(handle.spawn(crate::lost::requeue_loop(
+            engine.lost.clone(),
+            engine.queue.clone(),
+            worker.clone(),
+        )));
         if let Ok(mut t) = engine.tasks.lock() {
             *t = tasks;
         }
@@ -254,7 +267,7 @@ impl Engine {
     }
 
     fn is_closed(&self) -> bool {
-        self.worker.shutdown.load(Acquire)
+        self.closed.load(Acquire)
     }
 
     /// Validates and journals marks. Returns the journal position after them.
@@ -279,11 +292,32 @@ impl Engine {
                 .enqueued
                 .fetch_add(1, Relaxed);
         }
-        let end = self.queue.enqueue(marks).map_err(|e| {
+        let namespaces: Vec<(String, String)> = match marks.first() {
+            // Batches are usually one collection: don't copy names per mark.
+            Some(f) if marks.iter().all(|m| m.db == f.db && m.coll == f.coll) => {
+                vec![(f.db.clone(), f.coll.clone())]
+            }
+            _ => marks
+                .iter()
+                .map(|m| (m.db.clone(), m.coll.clone()))
+                .collect(),
+        };
+        // The journal logs (e.g. a full-disk reclaim) from the app's thread: give it our dispatcher.
+        let appended =
+            tracing::dispatcher::with_default(&self.dispatch, || self.queue.enqueue(marks));
+        let end = appended.map_err(|e| {
+            let reason = e.to_string();
+            self.lost.record(
+                namespaces.iter().map(|(d, c)| (d.as_str(), c.as_str())),
+                n,
+                &reason,
+            );
             tracing::dispatcher::with_default(&self.dispatch, || {
-                tracing::error!("enqueue failed: {e}")
+                tracing::error!(
+                    "{n} mark(s) could not be journaled ({reason}); their collections will be reconciled once the journal takes writes again"
+                )
             });
-            EngineError::Io(e.to_string())
+            EngineError::Io(reason)
         })?;
         self.metrics.enqueued.fetch_add(n, Relaxed);
         Ok(end)
@@ -363,6 +397,8 @@ impl Engine {
         let journal = self.queue.journal();
         let state = if self.is_closed() {
             "closed"
+        } else if self.worker.shutdown.load(Acquire) {
+            "closing"
         } else if self.worker.paused.load(Acquire) {
             "paused"
         } else {
@@ -376,6 +412,7 @@ impl Engine {
             oldest_pending_ms: self.worker.oldest_pending_ms(),
             dead_letters: self.dead.len() as u64,
             scope: self.cfg.scope.snapshot(),
+            lost_marks: self.lost.snapshot(),
             scans_running: self.worker.active_scans.load(SeqCst),
             scans_waiting: self.worker.scans_waiting.load(SeqCst),
             full_sync: self
@@ -409,7 +446,7 @@ impl Engine {
     /// Drains for up to `drain_timeout`, then stops; what is left stays in
     /// the journal for the next start. Idempotent.
     pub async fn close(&self, drain_timeout: Duration) -> bool {
-        if self.is_closed() {
+        if self.is_closed() || self.worker.shutdown.load(Acquire) {
             return true;
         }
         // A zero timeout still reports whether the backlog happened to be empty.
@@ -429,6 +466,8 @@ impl Engine {
                 abort.abort();
             }
         }
+        // Marks journaled while draining stay in the journal for the next start.
+        self.closed.store(true, Release);
         tracing::dispatcher::with_default(&self.dispatch, || {
             tracing::info!(
                 "sync engine closed ({})",

@@ -6,7 +6,8 @@ use crate::engine::{Engine, EngineError};
 use crate::mark::{MarkKind, Namespace};
 use crate::queue::{MarkQueue, NewMark};
 use crate::reconcile::{
-    scan_collection, spawn_job, Diff, Job, JobOptions, RepairFn, ScanOptions, ScanProgress,
+    scan_collection, spawn_job_when, ConnectFn, Diff, Job, JobOptions, RepairFn, ScanOptions,
+    ScanProgress,
 };
 use crate::scope::ExtrasPolicy;
 use crate::worker::CollectionScanner;
@@ -64,27 +65,20 @@ fn repair_mark(ns: &Namespace, id: &RawDocumentBuf) -> NewMark {
 
 impl Engine {
     /// Starts a verify (`dry_run`) or full-sync job, or returns the running one.
+    /// `wait_limit`: how long it may wait for the servers before failing
+    /// (`None`: as long as it takes, the app's case).
     pub fn start_job(
         &self,
         collections: Option<Vec<String>>,
         dry_run: bool,
+        wait_limit: Option<Duration>,
     ) -> Result<Arc<Job>, EngineError> {
         if let Some(job) = self.jobs.running() {
             return Ok(job);
         }
-        let local = self.local.clone();
-        let atlas = self.atlas.clone();
-        let clients = self.handle().block_on(async move {
-            tokio::time::timeout(Duration::from_secs(15), async {
-                Ok::<_, String>((local.get().await?.clone(), atlas.get().await?.clone()))
-            })
-            .await
-            .map_err(|_| "timed out creating the MongoDB clients".to_string())?
-        });
-        let (local, atlas) = clients.map_err(EngineError::Invalid)?;
-        let local_db = local.database(&self.cfg.local_db);
-        let atlas_db = atlas.database(&self.cfg.atlas_db);
+        let connect = self.connect_fn();
         let queue = self.queue.clone();
+        let lost = self.lost.clone();
         let db = self.cfg.local_db.clone();
         let repair: RepairFn = Arc::new(move |coll: &str, id: &RawDocumentBuf| {
             let ns = Namespace {
@@ -92,6 +86,8 @@ impl Engine {
                 coll: coll.to_owned(),
             };
             if let Err(e) = queue.enqueue(vec![repair_mark(&ns, id)]) {
+                // The collection is reconciled again once the journal works.
+                lost.record([(ns.db.as_str(), ns.coll.as_str())], 1, &e.to_string());
                 tracing::error!("queueing a repair of {ns} failed: {e}");
             }
         });
@@ -101,10 +97,10 @@ impl Engine {
             batch_size: 1000,
             sample_limit: 20,
         };
-        let job = spawn_job(
+        let job = spawn_job_when(
             self.handle(),
-            local_db,
-            atlas_db,
+            connect,
+            wait_limit,
             self.cfg.excluded_collections.clone(),
             self.cfg.scope.clone(),
             opts,
@@ -116,6 +112,35 @@ impl Engine {
 
     pub fn job(&self, id: &str) -> Option<Arc<Job>> {
         self.jobs.get(id)
+    }
+
+    /// The job's way to its databases: create both clients and ping both
+    /// servers, on the runtime (never on the caller's thread).
+    fn connect_fn(&self) -> ConnectFn {
+        let local = self.local.clone();
+        let atlas = self.atlas.clone();
+        let (local_name, atlas_name) = (self.cfg.local_db.clone(), self.cfg.atlas_db.clone());
+        Box::new(move || {
+            let (local, atlas) = (local.clone(), atlas.clone());
+            let (local_name, atlas_name) = (local_name.clone(), atlas_name.clone());
+            Box::pin(async move {
+                let ping = |c: &mongodb::Client, label: &str| {
+                    let db = c.database("admin");
+                    let label = label.to_owned();
+                    async move {
+                        db.run_command(bson::doc! { "ping": 1 })
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| format!("{label} not reachable: {e}"))
+                    }
+                };
+                let l = local.get().await?.clone();
+                ping(&l, "local MongoDB").await?;
+                let a = atlas.get().await?.clone();
+                ping(&a, "MongoDB Atlas").await?;
+                Ok((l.database(&local_name), a.database(&atlas_name)))
+            })
+        })
     }
 }
 

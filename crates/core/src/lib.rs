@@ -11,6 +11,7 @@ pub mod engine;
 pub mod jobs;
 pub mod journal;
 pub mod logging;
+pub mod lost;
 pub mod mark;
 pub mod metrics;
 pub mod poison;

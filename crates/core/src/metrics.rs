@@ -346,6 +346,8 @@ pub struct EngineView<'a> {
     pub dead_letters: u64,
     /// Scope and extras policy per collection (`ScopeRules::snapshot`).
     pub scope: Value,
+    /// Marks that could not be journaled (`LostMarks::snapshot`).
+    pub lost_marks: Value,
     pub scans_running: usize,
     pub scans_waiting: usize,
     pub full_sync: Value,
@@ -395,6 +397,7 @@ impl Metrics {
         );
         m.insert("deadLetters".into(), v.dead_letters.into());
         m.insert("scope".into(), v.scope.clone());
+        m.insert("lostMarks".into(), v.lost_marks.clone());
         m.insert(
             "collectionScans".into(),
             json!({

@@ -16,6 +16,8 @@
 //! append lock, so a slow disk flush does not stall appends.
 
 mod checkpoint;
+#[cfg(test)]
+mod disk_full_tests;
 mod error;
 mod lock;
 #[cfg(test)]
@@ -110,6 +112,9 @@ struct Shared {
     /// Committed end: position after the last fully written record.
     end: AtomicU64,
     checkpoint: AtomicU64,
+    /// The in-memory checkpoint is ahead of the CHECKPOINT file (its write
+    /// failed, e.g. on a full disk): the next ack retries it.
+    checkpoint_dirty: std::sync::atomic::AtomicBool,
     disk_bytes: AtomicU64,
     /// Live segments: number → sealed length (the writer's entry is stale).
     segs: Mutex<BTreeMap<u64, u64>>,
@@ -181,6 +186,7 @@ impl Journal {
             }),
             end: AtomicU64::new(o.recovery.end),
             checkpoint: AtomicU64::new(o.recovery.start),
+            checkpoint_dirty: std::sync::atomic::AtomicBool::new(false),
             disk_bytes: AtomicU64::new(disk),
             segs: Mutex::new(o.segs),
             corrupt: Mutex::new(o.corrupt_at),
@@ -229,7 +235,12 @@ impl Journal {
                 record::encode_into(&mut w.buf, pos, p);
                 positions.push(pos);
             }
-            if let Err(e) = segment::write_all_at(&w.file, &w.buf, w.off) {
+            let mut written = segment::write_all_at(&w.file, &w.buf, w.off);
+            if matches!(&written, Err(e) if is_storage_full(e)) && self.reclaim_acked(w) {
+                // Acknowledged segments were deleted to make room: retry once.
+                written = segment::write_all_at(&w.file, &w.buf, w.off);
+            }
+            if let Err(e) = written {
                 // Cut a partial write so the next batch starts on a boundary.
                 if let Err(e2) = w.file.set_len(w.off) {
                     w.broken = Some(format!(
@@ -288,25 +299,43 @@ impl Journal {
         self.shared.end.load(Ordering::Acquire)
     }
 
-    /// Everything before `pos` is acknowledged: persists the checkpoint
-    /// (write-tmp, fsync, rename, fsync dir) and deletes the segments entirely
-    /// before it. Monotonic (a smaller `pos` is ignored); clamped to `end()`.
+    /// Everything before `pos` is acknowledged: deletes the segments entirely
+    /// before it, then persists the checkpoint (write-tmp, fsync, rename,
+    /// fsync dir). Deleting first frees space on a full disk; a crash in
+    /// between only replays acknowledged marks of the checkpoint's segment
+    /// (recovery starts at the oldest segment left). Monotonic (a smaller
+    /// `pos` is ignored); clamped to `end()`. A failed checkpoint write is
+    /// retried by the next call.
     pub fn ack_before(&self, pos: u64) -> Result<(), JournalError> {
         let s = &*self.shared;
         let _g = locked(&s.ack);
         // Never acknowledge what has not been written yet.
-        let pos = pos.min(self.end());
-        if pos <= s.checkpoint.load(Ordering::Acquire) {
+        let current = s.checkpoint.load(Ordering::Acquire);
+        let pos = pos.min(self.end()).max(current);
+        if pos == current && !s.checkpoint_dirty.load(Ordering::Acquire) {
             return Ok(());
         }
-        if s.persist {
-            checkpoint::write(&s.dir, pos)?;
-        }
         s.checkpoint.store(pos, Ordering::Release);
-        // The writer's segment is never below segment_of(pos) since pos <= end.
+        let mut result = self.delete_segments_before(record::segment_of(pos));
+        if s.persist {
+            match checkpoint::write(&s.dir, pos) {
+                Ok(()) => s.checkpoint_dirty.store(false, Ordering::Release),
+                Err(e) => {
+                    s.checkpoint_dirty.store(true, Ordering::Release);
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// Deletes every listed segment numbered below `seg` (all acknowledged).
+    /// Caller holds the `ack` lock. Returns the first removal error.
+    fn delete_segments_before(&self, seg: u64) -> Result<(), JournalError> {
+        let s = &*self.shared;
         let doomed: Vec<(u64, u64)> = {
             let mut segs = s.segments_lock();
-            let keep = segs.split_off(&record::segment_of(pos));
+            let keep = segs.split_off(&seg);
             std::mem::replace(&mut *segs, keep).into_iter().collect()
         };
         let mut result = Ok(());
@@ -318,11 +347,59 @@ impl Journal {
                 Err(e) => {
                     // Keep it listed; the next ack (or open) retries.
                     s.segments_lock().insert(n, len);
-                    result = Err(e);
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
                 }
             }
         }
         result
+    }
+
+    /// On a full disk: deletes the acknowledged segments, including the
+    /// writer's own when everything in it is acknowledged (the writer moves
+    /// to a fresh, empty segment first). Acknowledged records are on Atlas,
+    /// so they are the first thing safe to give up. True if space was freed.
+    fn reclaim_acked(&self, w: &mut Writer) -> bool {
+        let s = &*self.shared;
+        let _g = locked(&s.ack);
+        let before = s.disk_bytes.load(Ordering::Relaxed);
+        let ckpt = s.checkpoint.load(Ordering::Acquire);
+        let _ = self.delete_segments_before(record::segment_of(ckpt));
+        if w.off > 0 && ckpt >= record::position(w.seg, w.off) && self.roll(w).is_ok() {
+            // Everything in the sealed segment is acknowledged. Positions and
+            // the checkpoint stay as they are: readers skip a deleted segment,
+            // and recovery starts at the oldest segment left.
+            let sealed = w.seg - 1;
+            let sealed_path = segment::path(&s.dir, sealed);
+            w.unsynced.retain(|(p, _)| *p != sealed_path);
+            let len = s.segments_lock().remove(&sealed);
+            if let Some(len) = len {
+                match segment::remove(&sealed_path) {
+                    Ok(()) => {
+                        s.disk_bytes.fetch_sub(len, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        s.segments_lock().insert(sealed, len);
+                    }
+                }
+            }
+        }
+        let freed = before.saturating_sub(s.disk_bytes.load(Ordering::Relaxed));
+        if freed > 0 {
+            tracing::warn!(
+                "journal: disk full in {}; deleted {freed} bytes of acknowledged segments",
+                s.dir.display()
+            );
+        }
+        freed > 0
+    }
+
+    /// Runs the full-disk reclaim as an append hitting ENOSPC would.
+    #[cfg(test)]
+    pub(crate) fn reclaim_for_test(&self) -> bool {
+        let mut w = locked(&self.shared.writer);
+        self.reclaim_acked(&mut w)
     }
 
     /// Current checkpoint: first position not acknowledged.
@@ -393,6 +470,11 @@ impl Journal {
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
+}
+
+/// ENOSPC / ERROR_DISK_FULL.
+fn is_storage_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
 }
 
 impl Drop for Journal {

@@ -18,6 +18,14 @@ use tokio::sync::watch;
 /// Called once per difference in a full sync: (collection, `{_id: v}`).
 pub type RepairFn = Arc<dyn Fn(&str, &RawDocumentBuf) + Send + Sync>;
 
+/// Produces the (local, Atlas) databases once both servers answer, or says
+/// why not yet. Called again (with back-off) until it succeeds.
+pub type ConnectFn = Box<
+    dyn FnMut() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(Database, Database), String>> + Send>,
+        > + Send,
+>;
+
 /// What a job covers and whether it repairs.
 #[derive(Clone, Debug)]
 pub struct JobOptions {
@@ -44,6 +52,7 @@ pub struct JobProgress {
 #[derive(Debug, Default)]
 struct JobText {
     state: &'static str,
+    waiting_for: Option<String>,
     current_collection: Option<String>,
     error: Option<String>,
     finished_at: Option<String>,
@@ -64,8 +73,10 @@ pub struct JobSnapshot {
     pub id: String,
     /// "verify" | "fullSync"
     pub kind: String,
-    /// running | done | cancelled | failed
+    /// waiting (for the servers) | running | done | cancelled | failed
     pub state: String,
+    /// While waiting: why (e.g. Atlas unreachable), redacted.
+    pub waiting_for: Option<String>,
     /// RFC 3339
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -155,6 +166,7 @@ impl Job {
             id: self.id.clone(),
             kind: self.kind.to_owned(),
             state: text.state.to_owned(),
+            waiting_for: text.waiting_for.clone(),
             started_at: self.started_at.clone(),
             finished_at: text.finished_at.clone(),
             collections_total: p.collections_total.load(Relaxed),
@@ -180,6 +192,7 @@ impl Job {
                 Outcome::Failed(e) => ("failed", Some(crate::redact::scrub(&e, &[]))),
             };
             text.state = state;
+            text.waiting_for = None;
             text.error = error;
             text.current_collection = None;
             text.finished = Some(Instant::now());
@@ -227,12 +240,68 @@ pub fn spawn_job(
     opts: JobOptions,
     repair: RepairFn,
 ) -> Arc<Job> {
+    let connect: ConnectFn = Box::new(move || {
+        let dbs = (local_db.clone(), atlas_db.clone());
+        Box::pin(async move { Ok(dbs) })
+    });
+    spawn_job_when(rt, connect, None, excluded, opts, repair)
+}
+
+/// Like [`spawn_job`], for servers that may not be reachable yet: the job is
+/// accepted at once and stays `waiting` (saying why) until `connect`
+/// succeeds, then runs. Cancelling a waiting job ends it as cancelled.
+/// `wait_limit`: fail (with the reason) once waiting took this long (`ZERO`:
+/// one attempt); `None`: wait as long as it takes.
+pub fn spawn_job_when(
+    rt: &tokio::runtime::Handle,
+    mut connect: ConnectFn,
+    wait_limit: Option<std::time::Duration>,
+    excluded: Vec<String>,
+    opts: JobOptions,
+    repair: RepairFn,
+) -> Arc<Job> {
     let job = Arc::new(Job::new(if opts.dry_run { "verify" } else { "fullSync" }));
     let mut finisher = Finisher {
         job: job.clone(),
         outcome: None,
     };
     rt.spawn(async move {
+        let mut delay = std::time::Duration::from_millis(200);
+        let began = Instant::now();
+        let (local_db, atlas_db) = loop {
+            if finisher.job.cancel.load(Relaxed) {
+                finisher.complete(Outcome::Cancelled);
+                return;
+            }
+            match connect().await {
+                Ok(dbs) => break dbs,
+                Err(why) => {
+                    let why = redact_uris(&why);
+                    if wait_limit.is_some_and(|limit| began.elapsed() >= limit) {
+                        finisher.complete(Outcome::Failed(why));
+                        return;
+                    }
+                    {
+                        let mut text = finisher.job.progress.text();
+                        if text.waiting_for.as_deref() != Some(why.as_str()) {
+                            tracing::warn!(
+                                "job {} waiting for the servers: {why}",
+                                finisher.job.id
+                            );
+                        }
+                        text.state = "waiting";
+                        text.waiting_for = Some(why);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        };
+        {
+            let mut text = finisher.job.progress.text();
+            text.state = "running";
+            text.waiting_for = None;
+        }
         let outcome = run(
             &finisher.job,
             &local_db,

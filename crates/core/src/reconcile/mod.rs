@@ -8,7 +8,9 @@ mod number;
 pub mod order;
 pub mod verify;
 
-pub use job::{spawn_job, Job, JobOptions, JobProgress, JobSnapshot, RepairFn};
+pub use job::{
+    spawn_job, spawn_job_when, ConnectFn, Job, JobOptions, JobProgress, JobSnapshot, RepairFn,
+};
 pub use mergejoin::{
     merge_scan, CollectionReport, Diff, Lookup, ScanContext, ScanError, ScanProgress, Side,
 };
