@@ -244,7 +244,7 @@ pub fn spawn_job(
         let dbs = (local_db.clone(), atlas_db.clone());
         Box::pin(async move { Ok(dbs) })
     });
-    spawn_job_when(rt, connect, None, excluded, opts, repair)
+    spawn_job_when(rt, connect, None, excluded, scope, opts, repair)
 }
 
 /// Like [`spawn_job`], for servers that may not be reachable yet: the job is
@@ -257,6 +257,7 @@ pub fn spawn_job_when(
     mut connect: ConnectFn,
     wait_limit: Option<std::time::Duration>,
     excluded: Vec<String>,
+    scope: Arc<ScopeRules>,
     opts: JobOptions,
     repair: RepairFn,
 ) -> Arc<Job> {
@@ -276,7 +277,7 @@ pub fn spawn_job_when(
             match connect().await {
                 Ok(dbs) => break dbs,
                 Err(why) => {
-                    let why = redact_uris(&why);
+                    let why = crate::redact::scrub(&why, &[]);
                     if wait_limit.is_some_and(|limit| began.elapsed() >= limit) {
                         finisher.complete(Outcome::Failed(why));
                         return;
