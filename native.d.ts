@@ -73,6 +73,8 @@ export interface NativeConfig {
   connectTimeoutMs: number
   logLevel: string
   segmentBytes?: number
+  /** Re-read acknowledged documents (several processes share local). */
+  verifyAcked?: boolean
 }
 
 export interface NativeJobOptions {

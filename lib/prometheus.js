@@ -70,6 +70,7 @@ function families (m, { prefix = DEFAULT_PREFIX, now = Date.now() } = {}) {
   fam('dead_lettered_total', 'counter', 'Documents moved to the dead-letter store.', one(snapshot.deadLettered))
   fam('hook_errors_total', 'counter', 'Capture hook errors (the app write itself was not affected).', one(snapshot.hookErrors))
   fam('invalid_ops_total', 'counter', 'Marks rejected as invalid.', one(snapshot.invalidOps))
+  fam('verify_resends_total', 'counter', 'Acknowledged documents sent again because local changed meanwhile (SYNC_VERIFY_AFTER_ACK).', one(snapshot.verifyResends))
   fam('collection_enqueued_total', 'counter', 'Marks enqueued, by collection (db.collection).',
     colls.map((c) => ({ labels: { collection: c }, value: num(collections[c].enqueued) })))
   fam('collection_applied_total', 'counter', 'Documents written to Atlas, by collection and operation.',

@@ -55,29 +55,16 @@ class Sync extends EventEmitter {
       const [level, message] = Array.isArray(first) ? first : [first, second]
       this.logger.log(level, message)
     }
+    const { nativeConfig, openWaitingForLock, LOCK_TIMEOUT } = require('./open')
     try {
-      this._engine = new NativeEngine({
-        localUri: c.localUri,
-        atlasUri: c.atlasUri,
-        localDb: c.localDb,
-        atlasDb: c.atlasDb,
-        dataDir: c.dataDir,
-        persistQueue: c.persistQueue,
-        fsyncIntervalMs: c.fsyncIntervalMs,
-        queueMaxSize: c.queueMaxSize,
-        batchSize: c.batchSize,
-        workerIntervalMs: c.workerInterval,
-        concurrency: c.concurrency,
-        maxRetries: c.maxRetries,
-        excludedCollections: c.excludedCollections,
-        backoffMinMs: c.backoffMinMs,
-        backoffMaxMs: c.backoffMaxMs,
-        connectTimeoutMs: c.connectTimeoutMs,
-        logLevel: c.logLevel
-      }, log)
+      this._engine = await openWaitingForLock(() => new NativeEngine(nativeConfig(c), log), {
+        waitMs: c.lockWaitMs, dataDir: c.dataDir, logger: this.logger
+      })
     } catch (e) {
+      if (e.code === LOCK_TIMEOUT) throw e
       throw wrapNativeError(e, this._secrets)
     }
+    this._startAdopter(NativeEngine, log)
     this._jobs = new JobRunner(() => this._native(), this.logger)
     this.logger.info('✓ Sync system initialized')
     // Health is evaluated on a timer too, so 'alert' fires even when nobody polls.
@@ -95,6 +82,25 @@ class Sync extends EventEmitter {
     } else if (c.fullSyncOnStart) {
       this._jobs.start({})
     }
+  }
+
+  /** Drains sibling instance dirs nobody holds (lib/adopt.js). */
+  _startAdopter (NativeEngine, log) {
+    const c = this.config
+    if (!c.persistQueue || c.adoptIntervalMs === 0) return
+    const { Adopter } = require('./adopt')
+    const { nativeConfig } = require('./open')
+    this._adopter = new Adopter({
+      root: c.dataRoot,
+      self: c.dataDir,
+      open: (dir) => new NativeEngine(nativeConfig(c, dir), log),
+      enqueue: (encoded) => this._enqueueEncoded(encoded),
+      logger: this.logger,
+      sliceMs: Math.max(1000, Math.floor(c.lockWaitMs / 2))
+    })
+    this._adopter.tick()
+    this._adoptTimer = setInterval(() => this._adopter.tick(), c.adoptIntervalMs)
+    this._adoptTimer.unref()
   }
 
   _native () {
@@ -268,6 +274,8 @@ class Sync extends EventEmitter {
     this._engine = null
     if (this._jobs) this._jobs.stop()
     if (this._healthTimer) clearInterval(this._healthTimer)
+    if (this._adoptTimer) clearInterval(this._adoptTimer)
+    if (this._adopter) await this._adopter.stop()
     const drained = await engine.close(drainTimeoutMs)
     this.emit('close', { drained })
     return drained

@@ -29,6 +29,8 @@ pub struct NativeConfig {
     pub connect_timeout_ms: u32,
     pub log_level: String,
     pub segment_bytes: Option<u32>,
+    /// Re-read acknowledged documents (several processes share local).
+    pub verify_acked: Option<bool>,
 }
 
 /// One mark as the JS layer encodes it: `k` says how to read `v`.
@@ -88,6 +90,7 @@ pub fn config_from_js(c: NativeConfig) -> Result<EngineConfig, String> {
             c.log_level
         )
     })?;
+    cfg.verify_acked = c.verify_acked.unwrap_or(false);
     if let Some(s) = c.segment_bytes {
         cfg.segment_bytes = u64::from(s).max(4096);
     }

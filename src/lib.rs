@@ -47,6 +47,11 @@ fn to_napi(e: EngineError) -> Error {
             Status::Cancelled,
             "ERR_SYNC_CLOSED: the sync engine is closed",
         ),
+        // A prefix the JS layer turns into `code`, like ERR_SYNC_CLOSED:
+        // createSync waits and retries while a previous holder exits.
+        EngineError::Journal(e @ dualsync_core::journal::JournalError::Locked { .. }) => {
+            Error::new(Status::GenericFailure, format!("ERR_SYNC_LOCKED: {e}"))
+        }
         other => Error::new(Status::GenericFailure, other.to_string()),
     }
 }
@@ -204,6 +209,21 @@ impl NativeEngine {
     pub fn dead_letters(&self, filter: Option<NativeRetryFilter>) -> Result<serde_json::Value> {
         let list = self.engine()?.dead_letters(&dead_letter_filter(filter));
         serde_json::to_value(list).map_err(|e| Error::from_reason(e.to_string()))
+    }
+
+    /// Removes dead letters from this engine's store without re-queueing
+    /// them here (adoption moves them to another engine first); returns them.
+    #[napi]
+    pub fn take_dead_letters(
+        &self,
+        filter: Option<NativeRetryFilter>,
+    ) -> Result<serde_json::Value> {
+        let taken = self
+            .engine()?
+            .dead
+            .take(&dead_letter_filter(filter))
+            .map_err(|e| Error::from_reason(e.to_string()))?;
+        serde_json::to_value(taken).map_err(|e| Error::from_reason(e.to_string()))
     }
 
     #[napi]

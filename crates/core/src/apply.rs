@@ -33,6 +33,9 @@ pub enum DocOutcome {
         code: Option<i32>,
         message: String,
     },
+    /// Applied, but local no longer holds what was sent: send it again
+    /// (only with `verify_acked`).
+    Superseded,
 }
 
 /// A batch failed as a whole for a reason expected to pass (network, election...).
@@ -56,6 +59,9 @@ pub struct Applier {
     pub write_limit: tokio::sync::OnceCell<usize>,
     /// Maps a local database name to its Atlas database name.
     pub atlas_db: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// Re-read what Atlas acknowledged and report what local changed since
+    /// (several processes writing one local database: see `apply_verify`).
+    pub verify_acked: bool,
 }
 
 /// Statements per write command against FerretDB (see `write_limit`).
@@ -64,13 +70,13 @@ const FERRETDB_STATEMENTS_PER_COMMAND: usize = 16;
 /// Upper bound for one command's statements, well under the 16 MiB limit.
 const MAX_COMMAND_BYTES: usize = 8 << 20;
 
-fn id_ref(id: &RawDocument) -> Option<RawBsonRef<'_>> {
+pub(crate) fn id_ref(id: &RawDocument) -> Option<RawBsonRef<'_>> {
     id.get("_id").ok().flatten()
 }
 
 /// Key that matches an `_id` the way the server does for numbers (1 == 1.0
 /// == 1L), so a mark and the document it names always meet.
-fn match_key(id: RawBsonRef<'_>) -> Vec<u8> {
+pub(crate) fn match_key(id: RawBsonRef<'_>) -> Vec<u8> {
     let mut key = RawDocumentBuf::new();
     match id {
         RawBsonRef::Int32(n) => key.append("_id", n as f64),
@@ -161,6 +167,18 @@ impl Applier {
             {
                 outcomes[i] = Some(out);
             }
+            if self.verify_acked {
+                crate::apply_verify::mark_superseded(
+                    local,
+                    mode,
+                    ns,
+                    &ids,
+                    &idx,
+                    &current,
+                    &mut outcomes,
+                )
+                .await?;
+            }
         }
         Ok(outcomes
             .into_iter()
@@ -175,7 +193,7 @@ impl Applier {
 }
 
 /// Current local documents keyed by their `{_id}` identity bytes.
-async fn read_local(
+pub(crate) async fn read_local(
     local: &mongodb::Client,
     mode: ReadMode,
     ns: &Namespace,

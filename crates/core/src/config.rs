@@ -35,6 +35,9 @@ pub struct EngineConfig {
     pub log_level: tracing::Level,
     /// Longest a pre-write mark (intent) waits for its post-write mark.
     pub intent_delay: Duration,
+    /// Re-read acknowledged documents and resend what local changed since
+    /// (other processes write the same local database).
+    pub verify_acked: bool,
 }
 
 impl EngineConfig {
@@ -60,6 +63,7 @@ impl EngineConfig {
             connect_timeout: Duration::from_secs(10),
             log_level: tracing::Level::INFO,
             intent_delay: Duration::from_secs(30),
+            verify_acked: false,
         }
     }
 

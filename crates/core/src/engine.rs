@@ -126,6 +126,7 @@ impl Engine {
             read_mode: tokio::sync::OnceCell::new(),
             write_limit: tokio::sync::OnceCell::new(),
             atlas_db: Arc::new(move |db: &str| map_cfg.atlas_db_for(db)),
+            verify_acked: cfg.verify_acked,
         });
         let worker = Worker::new(
             queue.clone(),
