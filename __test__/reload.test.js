@@ -110,6 +110,7 @@ describe('scale down: an instance dir nobody holds', () => {
       apps.push(stay)
       await stay.ready
       await waitFor('instance 0 to adopt instance-3', () => /✓ adopted .*instance-3: drained, 1 dead letter/.test(stay.output()), { timeoutMs: 120000 })
+        .catch((e) => { throw new Error(`${e.message}\ninstance 0 said:\n${stay.output()}`) })
       expect((await stay.request({ cmd: 'flush' })).drained).toBe(true)
       const [r] = await compareDatabases(local, atlas, db, ['bills'])
       // Everything but the refused document is on Atlas; that one is a dead letter here now.

@@ -43,7 +43,8 @@ class Adopter {
     this.stopped = false
     this.liveSiblings = 0
     this.adopted = 0
-    this.lastError = null
+    // dir → file signature when last seen empty: unchanged files need no second engine.
+    this.clean = new Map()
   }
 
   /** Dirs that look like another instance's data dir. */
@@ -74,23 +75,27 @@ class Adopter {
     let live = 0
     for (const dir of this.candidates()) {
       if (this.stopped) return
+      if (this.clean.get(dir) === signature(dir)) continue
       let engine
       try {
         engine = this.open(dir)
       } catch (e) {
-        if (isLocked(e)) {
-          live++
-          continue
-        }
-        throw e
+        if (isLocked(e)) live++
+        else this.logger.error(`cannot open ${dir} to drain it: ${e.message}`)
+        continue
       }
       this.current = engine
+      let empty = false
       try {
-        await this._drain(dir, engine)
+        empty = await this._drain(dir, engine)
+      } catch (e) {
+        this.logger.error(`draining ${dir} failed: ${e.message}`)
       } finally {
         this.current = null
         await engine.close(0)
       }
+      if (empty) this.clean.set(dir, signature(dir))
+      else this.clean.delete(dir)
     }
     this.liveSiblings = live
   }
@@ -98,12 +103,12 @@ class Adopter {
   async _drain (dir, engine) {
     const m = engine.metrics()
     const dead = engine.deadLetters(null)
-    if (m.backlog.total === 0 && dead.length === 0) return
+    if (m.backlog.total === 0 && dead.length === 0) return true
     this.logger.info(`adopting the journal of ${dir} (no process holds it): ${m.backlog.total} pending mark(s), ${dead.length} dead letter(s)`)
     const drained = m.backlog.total === 0 || await engine.flush(this.sliceMs)
     if (!drained) {
       this.logger.warn(`${dir}: not drained within ${this.sliceMs} ms; its backlog stays in its journal for the next try`)
-      return
+      return false
     }
     // Dead letters (older ones and any made while draining) move to our
     // journal before they leave that dir's store, so a crash in between only
@@ -115,6 +120,7 @@ class Adopter {
     }
     this.adopted++
     this.logger.info(`✓ adopted ${dir}: drained${entries.length ? `, ${entries.length} dead letter(s) moved here to be retried` : ''}`)
+    return true
   }
 
   /** Stops adopting; an adoption in progress hands its dir back at once (backlog kept). */
@@ -124,6 +130,28 @@ class Adopter {
     this.current = null
     if (engine) await engine.close(0)
   }
+}
+
+/**
+ * Names, sizes and times of a dir's journal files and dead letters (not LOCK, which every
+ * opener rewrites): any write by a returning instance changes it.
+ */
+function signature (dir) {
+  const parts = []
+  for (const sub of ['journal', '.']) {
+    let names = []
+    try {
+      names = fs.readdirSync(path.join(dir, sub))
+    } catch { /* gone meanwhile */ }
+    for (const name of names.sort()) {
+      if (name === 'LOCK' || name === 'journal') continue
+      try {
+        const st = fs.statSync(path.join(dir, sub, name))
+        parts.push(`${sub}/${name}:${st.size}:${st.mtimeMs}`)
+      } catch { /* gone meanwhile */ }
+    }
+  }
+  return parts.join('|')
 }
 
 /** A dead-letter entry as an encoded mark (`_id` kept with its BSON type). */

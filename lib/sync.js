@@ -93,12 +93,14 @@ class Sync extends EventEmitter {
     this._adopter = new Adopter({
       root: c.dataRoot,
       self: c.dataDir,
-      open: (dir) => new NativeEngine(nativeConfig(c, dir), log),
+      // Quieter than ours: a probe of an empty dir would log its start and close lines.
+      open: (dir) => new NativeEngine({ ...nativeConfig(c, dir), logLevel: c.logLevel === 'error' ? 'error' : 'warn' }, log),
       enqueue: (encoded) => this._enqueueEncoded(encoded),
       logger: this.logger,
       sliceMs: Math.max(1000, Math.floor(c.lockWaitMs / 2))
     })
-    this._adopter.tick()
+    // Not inside createSync: opening a sibling replays its journal from disk.
+    setImmediate(() => this._adopter.tick())
     this._adoptTimer = setInterval(() => this._adopter.tick(), c.adoptIntervalMs)
     this._adoptTimer.unref()
   }
