@@ -66,6 +66,12 @@ export interface SyncOptions {
   backoffMaxMs?: number
   /** `SYNC_SHUTDOWN_DRAIN_MS` (5000): default drain time of close(). */
   shutdownDrainMs?: number
+  /** `SYNC_LOCK_WAIT_MS` (shutdownDrainMs + 10000): how long createSync waits for another process to release the data dir (pm2 reload) before rejecting with code `ERR_SYNC_LOCK_TIMEOUT`. */
+  lockWaitMs?: number
+  /** `SYNC_ADOPT_INTERVAL_MS` (30000): how often sibling `instance-N` dirs nobody holds are drained; 0 = never. */
+  adoptIntervalMs?: number
+  /** `SYNC_VERIFY_AFTER_ACK` (true when NODE_APP_INSTANCE is set): re-read acknowledged documents and resend what another process changed meanwhile. */
+  verifyAfterAck?: boolean
   /** Health thresholds: `SYNC_HEALTH_MAX_BACKLOG` (1000), `SYNC_HEALTH_MAX_FAILURE_RATE` (0.05), `SYNC_HEALTH_MAX_LAG_MS` (60000), `SYNC_HEALTH_MAX_DEAD_LETTERS` (0), `SYNC_HEALTH_ATLAS_DOWN_MS` (300000). */
   healthMaxBacklog?: number
   healthMaxFailureRate?: number
@@ -116,6 +122,8 @@ export interface Metrics {
   /** Dead letters currently stored. */
   deadLetters: number
   invalidOps: number
+  /** Acknowledged documents sent again because local changed meanwhile (SYNC_VERIFY_AFTER_ACK). */
+  verifyResends: number
   /** Successful batches / all batch attempts (0..1). */
   /** Succeeded / all batch attempts of the last 5 minutes (1 when there were none). Lifetime counts: `batches`, `failures.batches`. */
   successRate: number

@@ -51,6 +51,11 @@ export declare class NativeEngine {
   /** Resolves with the final snapshot once the job ends. */
   waitJob(id: string): Promise<any>
   deadLetters(filter?: NativeRetryFilter | undefined | null): any
+  /**
+   * Removes dead letters from this engine's store without re-queueing
+   * them here (adoption moves them to another engine first); returns them.
+   */
+  takeDeadLetters(filter?: NativeRetryFilter | undefined | null): any
   retryDeadLetters(filter?: NativeRetryFilter | undefined | null): number
 }
 
@@ -76,6 +81,8 @@ export interface NativeConfig {
   segmentBytes?: number
   /** Scope and extras policy per collection; `*` applies to the rest. */
   scopeRules?: Array<NativeScopeRule>
+  /** Re-read acknowledged documents (several processes share local). */
+  verifyAcked?: boolean
 }
 
 export interface NativeJobOptions {

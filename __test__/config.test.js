@@ -76,6 +76,24 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ batchsize: 5 }, base)).toThrow(/Unknown option batchsize/)
   })
 
+  it('derives the lock wait from the drain, and the check after acknowledgement from NODE_APP_INSTANCE', () => {
+    const { LOCK_WAIT_EXTRA_MS } = require('../lib/config.js')
+    const single = loadConfig({}, { ...base, SYNC_SHUTDOWN_DRAIN_MS: '7000', SYNC_DATA_DIR: '/tmp/ds' })
+    expect(single.lockWaitMs).toBe(7000 + LOCK_WAIT_EXTRA_MS)
+    expect(single.verifyAfterAck).toBe(false)
+    expect(single.dataRoot).toBe(single.dataDir)
+    const inst = loadConfig({}, { ...base, SYNC_DATA_DIR: '/tmp/ds', NODE_APP_INSTANCE: '2' })
+    expect(inst.verifyAfterAck).toBe(true)
+    expect(inst.dataRoot).toBe('/tmp/ds')
+    expect(inst.dataDir).toBe('/tmp/ds/instance-2')
+    // Explicit settings win both ways.
+    expect(loadConfig({}, { ...base, NODE_APP_INSTANCE: '0', SYNC_VERIFY_AFTER_ACK: 'false' }).verifyAfterAck).toBe(false)
+    expect(loadConfig({ verifyAfterAck: true }, base).verifyAfterAck).toBe(true)
+    expect(loadConfig({}, { ...base, SYNC_LOCK_WAIT_MS: '0' }).lockWaitMs).toBe(0)
+    expect(() => loadConfig({}, { ...base, SYNC_LOCK_WAIT_MS: 'soon' })).toThrow(/SYNC_LOCK_WAIT_MS="soon": expected an integer/)
+    expect(() => loadConfig({}, { ...base, SYNC_ADOPT_INTERVAL_MS: '-1' })).toThrow(/SYNC_ADOPT_INTERVAL_MS/)
+  })
+
   it('documents a default for every field', () => {
     for (const [key, [envName]] of Object.entries(FIELDS)) {
       expect(envName, key).toMatch(/^(SYNC_|MONGODB_)/)

@@ -122,21 +122,27 @@ describe('long outage in bounded memory', () => {
 })
 
 describe('one process per data dir', () => {
-  it('refuses a second process with an error naming the dir and the holder', async () => {
+  it('never displaces a live holder: the wait expires with a coded error naming the dir and the holder', async () => {
     const dataDir = tmpDir('lock')
     const db = uniqueDbName('lock')
     const env = { LOCAL_URI: `${servers.local.uri}/${db}`, ATLAS_URI: `${servers.atlas.uri}/${db}`, DATA_DIR: dataDir, MODE: 'hold' }
     const holder = runChild(env, { stdin: 'pipe' })
     await waitFor('the holder to open', () => holder.output().includes('open'))
-    const err = await createSync({ enabled: true, localUri: env.LOCAL_URI, atlasUri: env.ATLAS_URI, dataDir, ...fast }).then(() => null, (e) => e)
+    const opts = { enabled: true, localUri: env.LOCAL_URI, atlasUri: env.ATLAS_URI, dataDir, ...fast }
+    const err = await createSync({ ...opts, lockWaitMs: 300 }).then(() => null, (e) => e)
     expect(err).toBeInstanceOf(Error)
-    expect(err.message).toContain(path.join(dataDir, 'journal'))
+    expect(err.code).toBe('ERR_SYNC_LOCK_TIMEOUT')
+    expect(err.message).toContain(dataDir)
     expect(err.message).toContain(`pid ${holder.child.pid}`)
+    expect(err.message).toContain('SYNC_LOCK_WAIT_MS=300')
+    // A waiting open takes over once the holder exits (pm2 reload's shape).
+    let settled = false
+    const waiting = createSync({ ...opts, lockWaitMs: 60000 }).finally(() => { settled = true })
+    expect(settled).toBe(false)
     holder.child.stdin.end()
     const { code } = await holder.exited
     expect(code).toBe(0)
-    // Released: now it opens.
-    const sync = await createSync({ enabled: true, localUri: env.LOCAL_URI, atlasUri: env.ATLAS_URI, dataDir, ...fast })
+    const sync = await waiting
     await sync.close()
   })
 })

@@ -25,6 +25,14 @@ const list = { kind: 'list', expected: 'a comma-separated list of collection nam
 const uri = { kind: 'uri', expected: 'a mongodb:// or mongodb+srv:// URI' }
 const level = { kind: 'enum', values: ['debug', 'info', 'warn', 'error'], expected: 'one of debug, info, warn, error' }
 
+/**
+ * Added to SYNC_SHUTDOWN_DRAIN_MS for the default SYNC_LOCK_WAIT_MS: a closing
+ * engine abandons tasks stuck on Atlas after 1.5 s and stops its runtime within
+ * 2 s; PM2's default kill_timeout (1.6 s) SIGKILLs a slower one, which releases
+ * the lock at once. 10 s covers those with room for a loaded machine.
+ */
+const LOCK_WAIT_EXTRA_MS = 10000
+
 /** option name → [env var, type, default] */
 const FIELDS = {
   enabled: ['SYNC_ENABLED', bool, false],
@@ -49,6 +57,11 @@ const FIELDS = {
   backoffMinMs: ['SYNC_BACKOFF_MIN_MS', int(1, 600_000), 100],
   backoffMaxMs: ['SYNC_BACKOFF_MAX_MS', int(1, 3_600_000), 30000],
   shutdownDrainMs: ['SYNC_SHUTDOWN_DRAIN_MS', int(0, 3_600_000), 5000],
+  // Default: the previous holder's drain plus LOCK_WAIT_EXTRA_MS (see below).
+  lockWaitMs: ['SYNC_LOCK_WAIT_MS', int(0, 3_600_000), undefined],
+  adoptIntervalMs: ['SYNC_ADOPT_INTERVAL_MS', int(0, 86_400_000), 30000],
+  // Default: on when this process is one of several instances (NODE_APP_INSTANCE set).
+  verifyAfterAck: ['SYNC_VERIFY_AFTER_ACK', bool, undefined],
   healthMaxBacklog: ['SYNC_HEALTH_MAX_BACKLOG', int(0, 1e12), 1000],
   healthMaxFailureRate: ['SYNC_HEALTH_MAX_FAILURE_RATE', num(0, 1), 0.05],
   healthMaxLagMs: ['SYNC_HEALTH_MAX_LAG_MS', int(0, 1e12), 60000],
@@ -151,12 +164,19 @@ function loadConfig (options = {}, env = process.env) {
   cfg.localDb = options.localDb || dbFromUri(cfg.localUri) || 'test'
   cfg.atlasDb = options.atlasDb || dbFromUri(cfg.atlasUri) || cfg.localDb
   let dir = path.resolve(cfg.dataDir || path.join(process.cwd(), '.dualsync'))
+  // The root holds the instance dirs: adoption looks there for orphans.
+  cfg.dataRoot = dir
   // PM2 cluster instances share env and cwd: one journal per instance.
-  if (env.NODE_APP_INSTANCE !== undefined && env.NODE_APP_INSTANCE !== '') {
+  const instance = env.NODE_APP_INSTANCE !== undefined && env.NODE_APP_INSTANCE !== ''
+  if (instance) {
     dir = path.join(dir, `instance-${env.NODE_APP_INSTANCE}`)
   }
   cfg.dataDir = dir
+  if (cfg.lockWaitMs === undefined) cfg.lockWaitMs = cfg.shutdownDrainMs + LOCK_WAIT_EXTRA_MS
+  // Several instances write one local database: only then can another
+  // process's older read land on Atlas last (docs/ARCHITECTURE.md).
+  if (cfg.verifyAfterAck === undefined) cfg.verifyAfterAck = instance
   return Object.freeze(cfg)
 }
 
-module.exports = { loadConfig, ConfigError, FIELDS, dbFromUri }
+module.exports = { loadConfig, ConfigError, FIELDS, dbFromUri, LOCK_WAIT_EXTRA_MS }

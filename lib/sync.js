@@ -5,7 +5,7 @@ const { encodeOp } = require('./wire')
 const { scrub } = require('./redact')
 const { evaluateHealth } = require('./health')
 const { JobRunner, validateCron } = require('./jobs')
-const { nativeScopeRules, describeScope } = require('./scope')
+const { describeScope } = require('./scope')
 
 let native = null
 function loadNative () {
@@ -65,30 +65,16 @@ class Sync extends EventEmitter {
       const [level, message] = Array.isArray(first) ? first : [first, second]
       this.logger.log(level, message)
     }
+    const { nativeConfig, openWaitingForLock, LOCK_TIMEOUT } = require('./open')
     try {
-      this._engine = new NativeEngine({
-        localUri: c.localUri,
-        atlasUri: c.atlasUri,
-        localDb: c.localDb,
-        atlasDb: c.atlasDb,
-        dataDir: c.dataDir,
-        persistQueue: c.persistQueue,
-        fsyncIntervalMs: c.fsyncIntervalMs,
-        queueMaxSize: c.queueMaxSize,
-        batchSize: c.batchSize,
-        workerIntervalMs: c.workerInterval,
-        concurrency: c.concurrency,
-        maxRetries: c.maxRetries,
-        excludedCollections: c.excludedCollections,
-        backoffMinMs: c.backoffMinMs,
-        backoffMaxMs: c.backoffMaxMs,
-        connectTimeoutMs: c.connectTimeoutMs,
-        logLevel: c.logLevel,
-        scopeRules: nativeScopeRules(c)
-      }, log)
+      this._engine = await openWaitingForLock(() => new NativeEngine(nativeConfig(c), log), {
+        waitMs: c.lockWaitMs, dataDir: c.dataDir, logger: this.logger
+      })
     } catch (e) {
+      if (e.code === LOCK_TIMEOUT) throw e
       throw wrapNativeError(e, this._secrets)
     }
+    this._startAdopter(NativeEngine, log)
     this._jobs = new JobRunner(() => this._native(), this.logger)
     this.logger.info('✓ Sync system initialized')
     this.logger.info(describeScope(c))
@@ -107,6 +93,27 @@ class Sync extends EventEmitter {
     } else if (c.fullSyncOnStart) {
       this._jobs.start({})
     }
+  }
+
+  /** Drains sibling instance dirs nobody holds (lib/adopt.js). */
+  _startAdopter (NativeEngine, log) {
+    const c = this.config
+    if (!c.persistQueue || c.adoptIntervalMs === 0) return
+    const { Adopter } = require('./adopt')
+    const { nativeConfig } = require('./open')
+    this._adopter = new Adopter({
+      root: c.dataRoot,
+      self: c.dataDir,
+      // Quieter than ours: a probe of an empty dir would log its start and close lines.
+      open: (dir) => new NativeEngine({ ...nativeConfig(c, dir), logLevel: c.logLevel === 'error' ? 'error' : 'warn' }, log),
+      enqueue: (encoded) => this._enqueueEncoded(encoded),
+      logger: this.logger,
+      sliceMs: Math.max(1000, Math.floor(c.lockWaitMs / 2))
+    })
+    // Not inside createSync: opening a sibling replays its journal from disk.
+    setImmediate(() => this._adopter.tick())
+    this._adoptTimer = setInterval(() => this._adopter.tick(), c.adoptIntervalMs)
+    this._adoptTimer.unref()
   }
 
   _native () {
@@ -327,6 +334,8 @@ class Sync extends EventEmitter {
     if (!engine) return Promise.resolve(true)
     if (this._jobs) this._jobs.stop()
     if (this._healthTimer) clearInterval(this._healthTimer)
+    if (this._adoptTimer) clearInterval(this._adoptTimer)
+    if (this._adopter) await this._adopter.stop()
     // The engine stays open while it drains: captures made meanwhile are
     // journaled (sent now, or after the next start). Only once it is closed
     // does enqueue throw ERR_SYNC_CLOSED.

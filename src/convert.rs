@@ -32,6 +32,8 @@ pub struct NativeConfig {
     pub segment_bytes: Option<u32>,
     /// Scope and extras policy per collection; `*` applies to the rest.
     pub scope_rules: Option<Vec<NativeScopeRule>>,
+    /// Re-read acknowledged documents (several processes share local).
+    pub verify_acked: Option<bool>,
 }
 
 /// One collection's rule, as lib/scope.js resolves it.
@@ -105,6 +107,7 @@ pub fn config_from_js(c: NativeConfig) -> Result<EngineConfig, String> {
             c.log_level
         )
     })?;
+    cfg.verify_acked = c.verify_acked.unwrap_or(false);
     if let Some(s) = c.segment_bytes {
         cfg.segment_bytes = u64::from(s).max(4096);
     }

@@ -246,6 +246,21 @@ impl NativeEngine {
         serde_json::to_value(list).map_err(internal)
     }
 
+    /// Removes dead letters from this engine's store without re-queueing
+    /// them here (adoption moves them to another engine first); returns them.
+    #[napi]
+    pub fn take_dead_letters(
+        &self,
+        filter: Option<NativeRetryFilter>,
+    ) -> Result<serde_json::Value, String> {
+        let taken = self
+            .engine()?
+            .dead
+            .take(&dead_letter_filter(filter))
+            .map_err(internal)?;
+        serde_json::to_value(taken).map_err(internal)
+    }
+
     #[napi]
     pub fn retry_dead_letters(&self, filter: Option<NativeRetryFilter>) -> Result<u32, String> {
         let n = self

@@ -31,6 +31,7 @@ async function startProxy({ target, port = 0 }) {
   const targetPort = Number(target.port);
   let mode = 'pass';
   let latencyMs = 0;
+  let jitterMs = 0;
   const conns = new Set();
   const counters = { accepted: 0, resets: 0, bytesToTarget: 0, bytesFromTarget: 0 };
 
@@ -58,8 +59,11 @@ async function startProxy({ target, port = 0 }) {
       if (pipe.ended) to().end();
     };
     pipe.onData = (chunk) => {
-      // FIFO: a chunk never overtakes an earlier one, even when the latency drops mid-stream.
-      pipe.queue.push({ chunk, due: Date.now() + latencyMs });
+      // FIFO: a chunk never overtakes an earlier one, even when the latency drops mid-stream
+      // or the jitter draws a shorter delay (as on TCP: jitter reorders connections, not bytes).
+      const last = pipe.queue.length ? pipe.queue[pipe.queue.length - 1].due : 0;
+      const delay = latencyMs + (jitterMs ? Math.random() * jitterMs : 0);
+      pipe.queue.push({ chunk, due: Math.max(last, Date.now() + delay) });
       pipe.queued += chunk.length;
       if (pipe.queued >= HIGH_WATER) from().pause();
       pipe.pump();
@@ -167,10 +171,15 @@ async function startProxy({ target, port = 0 }) {
       }
     },
 
-    /** Delays every chunk by `ms` in both directions (order preserved). */
-    setLatency(ms) {
+    /**
+     * Delays every chunk by `ms` plus a random 0..`jitter` ms, in both directions (order within
+     * a connection preserved; different connections drift against each other).
+     */
+    setLatency(ms, jitter = 0) {
       if (!Number.isFinite(ms) || ms < 0) throw new Error(`proxy.setLatency: expected ms >= 0, got ${ms}`);
+      if (!Number.isFinite(jitter) || jitter < 0) throw new Error(`proxy.setLatency: expected jitter >= 0, got ${jitter}`);
       latencyMs = ms;
+      jitterMs = jitter;
     },
 
     /**
@@ -180,7 +189,7 @@ async function startProxy({ target, port = 0 }) {
     stats() {
       let pendingBytes = 0;
       for (const conn of conns) pendingBytes += conn.up.queued + conn.down.queued;
-      return { mode, latencyMs, active: conns.size, pendingBytes, ...counters };
+      return { mode, latencyMs, jitterMs, active: conns.size, pendingBytes, ...counters };
     },
 
     /** Stops listening and drops every connection. */

@@ -8,7 +8,9 @@ const { redactUri } = require('../redact')
 
 function baseOptions (values, extra = {}) {
   // The CLI runs its own jobs: the app's schedule settings do not apply here.
-  const opts = { enabled: true, logLevel: 'warn', fullSyncOnStart: false, fullSyncCron: null, ...extra }
+  // Nor the app's process handling: a dir in use fails at once, and other instances' dirs are
+  // left to the app (or to `drain --data-dir` on each).
+  const opts = { enabled: true, logLevel: 'warn', fullSyncOnStart: false, fullSyncCron: null, lockWaitMs: 0, adoptIntervalMs: 0, ...extra }
   if (values.local) opts.localUri = values.local
   if (values.atlas) opts.atlasUri = values.atlas
   if (values['data-dir']) opts.dataDir = values['data-dir']

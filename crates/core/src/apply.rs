@@ -27,6 +27,9 @@ pub enum DocOutcome {
         code: Option<i32>,
         message: String,
     },
+    /// Applied, but local no longer holds what was sent: send it again
+    /// (only with `verify_acked`).
+    Superseded,
 }
 
 /// A batch failed as a whole for a reason expected to pass (network, election...).
@@ -76,16 +79,19 @@ pub struct Applier {
     pub atlas_db: Arc<dyn Fn(&str) -> String + Send + Sync>,
     /// Each collection's scope: reads and writes only ever touch owned documents.
     pub scope: Arc<ScopeRules>,
+    /// Re-read what Atlas acknowledged and report what local changed since
+    /// (several processes writing one local database: see `apply_verify`).
+    pub verify_acked: bool,
 }
 
 /// Upper bound for one command's statements, well under the 16 MiB limit.
 const MAX_COMMAND_BYTES: usize = 8 << 20;
 
-fn id_ref(id: &RawDocument) -> Option<RawBsonRef<'_>> {
+pub(crate) fn id_ref(id: &RawDocument) -> Option<RawBsonRef<'_>> {
     id.get("_id").ok().flatten()
 }
 
-use crate::mark::canonical_key as match_key;
+pub(crate) use crate::mark::canonical_key as match_key;
 
 impl Applier {
     /// Applies a batch. `Ok` holds one outcome per input document, in order.
@@ -160,6 +166,16 @@ impl Applier {
             {
                 outcomes[i] = Some(out);
             }
+            if self.verify_acked {
+                let read = crate::apply_verify::LocalRead {
+                    client: local,
+                    mode,
+                    ns,
+                    scope,
+                };
+                crate::apply_verify::mark_superseded(read, &ids, &idx, &current, &mut outcomes)
+                    .await?;
+            }
         }
         Ok(outcomes
             .into_iter()
@@ -192,7 +208,7 @@ fn explain_collision(out: DocOutcome, scope: Option<&RawDocumentBuf>) -> DocOutc
 /// Current local documents keyed by their `{_id}` identity bytes. Only
 /// documents in `scope` are read: one outside it counts as gone, so its
 /// Atlas copy is deleted only if it is in scope there (the scoped delete).
-async fn read_local(
+pub(crate) async fn read_local(
     local: &mongodb::Client,
     mode: ReadMode,
     ns: &Namespace,

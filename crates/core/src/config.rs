@@ -41,6 +41,9 @@ pub struct EngineConfig {
     /// reconciles do with owned documents only Atlas has (shared so the
     /// extras counters are one set per engine).
     pub scope: Arc<ScopeRules>,
+    /// Re-read acknowledged documents and resend what local changed since
+    /// (other processes write the same local database).
+    pub verify_acked: bool,
 }
 
 impl EngineConfig {
@@ -67,6 +70,7 @@ impl EngineConfig {
             log_level: tracing::Level::INFO,
             intent_delay: Duration::from_secs(30),
             scope: Arc::new(ScopeRules::default()),
+            verify_acked: false,
         }
     }
 

@@ -36,6 +36,8 @@ impl EngineError {
     /// The `code` this error carries to JS (`err.code`), one per variant.
     pub fn code(&self) -> &'static str {
         match self {
+            // createSync waits and retries while a previous holder exits.
+            EngineError::Journal(crate::journal::JournalError::Locked { .. }) => "ERR_SYNC_LOCKED",
             EngineError::Journal(_) => "ERR_SYNC_JOURNAL",
             EngineError::Invalid(_) => "ERR_SYNC_INVALID",
             EngineError::Closed => "ERR_SYNC_CLOSED",
@@ -146,6 +148,7 @@ impl Engine {
             write_limit: tokio::sync::OnceCell::new(),
             atlas_db: Arc::new(move |db: &str| map_cfg.atlas_db_for(db)),
             scope: cfg.scope.clone(),
+            verify_acked: cfg.verify_acked,
         });
         let worker = Worker::new(
             queue.clone(),

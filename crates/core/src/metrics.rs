@@ -113,6 +113,8 @@ pub struct Metrics {
     pub transient_failures: AtomicU64,
     pub permanent_failures: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Acknowledged documents sent again because local changed meanwhile.
+    pub verify_resends: AtomicU64,
     pub invalid_ops: AtomicU64,
     pub corrupt_records: AtomicU64,
     pub recovered: AtomicU64,
@@ -148,6 +150,7 @@ impl Default for Metrics {
             transient_failures: AtomicU64::new(0),
             permanent_failures: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            verify_resends: AtomicU64::new(0),
             invalid_ops: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
@@ -309,6 +312,10 @@ impl Metrics {
             self.dead_lettered.load(Relaxed).into(),
         );
         m.insert("invalidOps".into(), self.invalid_ops.load(Relaxed).into());
+        m.insert(
+            "verifyResends".into(),
+            self.verify_resends.load(Relaxed).into(),
+        );
         m.insert("successRate".into(), success_rate.into());
         m.insert(
             "throughput".into(),

@@ -212,6 +212,14 @@ impl Worker {
                         self.carry_intents(lane, key, doc);
                     }
                 }
+                DocOutcome::Superseded => {
+                    // Another process changed it after our read: the journal
+                    // positions stay held and the document goes out again.
+                    self.metrics.verify_resends.fetch_add(1, Relaxed);
+                    let mut doc = doc;
+                    doc.intent = false;
+                    self.requeue(lane, key, doc, 0, Instant::now());
+                }
                 DocOutcome::Rejected { code, message } => {
                     self.metrics.permanent_failures.fetch_add(1, Relaxed);
                     counters.failures.fetch_add(1, Relaxed);
@@ -277,7 +285,15 @@ impl Worker {
                 // A newer mark arrived meanwhile: merge, keep the failure count.
                 let newer = e.get_mut();
                 newer.seqs.append(&mut doc.seqs);
-                newer.later_intents.append(&mut doc.later_intents);
+                if newer.intent {
+                    newer.later_intents.append(&mut doc.later_intents);
+                } else {
+                    // The newer plain mark was journaled after these intents,
+                    // so it covers them (the rule `route` applies); held as
+                    // later intents they would wait for a post mark that
+                    // already came, stalling the document for `intent_delay`.
+                    newer.seqs.append(&mut doc.later_intents);
+                }
                 if !(doc.intent && attempts == 0) {
                     newer.attempts = attempts;
                     newer.not_before = Some(not_before);
