@@ -61,7 +61,7 @@ function bulkWriteHooks (marker) {
         marker.report(new Error('dualsync: bulkWrite succeeded with a filter that failed to cast'), hook, state.t.model)
         collection = true
       }
-      const done = marker.mark(state.t, ids, { collection, hook })
+      const done = marker.mark(state.t, ids, { collection, hook, session: state.session })
       if (done && typeof done.catch === 'function') done.catch((e) => marker.report(e, hook, state.t.model))
     } catch (e) {
       marker.report(e, hook, state.t.model)
@@ -139,7 +139,8 @@ function bulkWriteHooks (marker) {
       const t = marker.target(model, 'pre:bulkWrite')
       if (!t) return
       // matched: the most documents the filtered ops can touch (state.ids also holds inserts')
-      const state = { t, ids: [], matched: 0, collection: false, upserts: false, castFailed: false }
+      // session: the write's, so post marks inside a transaction wait for its end (txn.js)
+      const state = { t, ids: [], matched: 0, collection: false, upserts: false, castFailed: false, session: sessionFor(model, options.session) }
       const call = currentCall()
       if (call) call.finishers.push((res, err) => finish(state, res, err))
       await marker.ready(t) // a write buffered while connecting: finds need the connection
