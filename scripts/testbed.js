@@ -3,21 +3,25 @@
 /**
  * Test bed: real MongoDB-wire servers for dualsync's tests.
  *
- * No MongoDB server can be installed on the project's machines, so FerretDB
- * v1.24.2 (SQLite backend) plays both "local" and "Atlas". It is built from
- * its Go module on first use and cached. Where a real `mongod` exists, set
- * DUALSYNC_TESTBED=mongod (or MONGOD_BIN=/path/to/mongod) to run the same
- * tests against it.
+ * No MongoDB server can be installed on the project's machines, so two engines play
+ * both "local" and "Atlas" (DUALSYNC_TESTBED picks one):
+ *   ferretdb    FerretDB v1.24.2, SQLite backend (default): built from its Go module.
+ *   documentdb  PostgreSQL 15 + Microsoft DocumentDB + its gateway (scripts/testbed-documentdb.js):
+ *               transactions, secondary indexes, Decimal128; built from ../shared/vendor.
+ *   mongod      a real mongod (MONGOD_BIN or PATH), where one exists.
+ * Both are built on first use and cached.
  *
- * Module:  ensureFerretDB(), startServer(opts), startPair(opts)
- * CLI:     node scripts/testbed.js build | start | check
+ * Module:  engine(), ensureEngine(), ensureFerretDB(), startServer(opts), startPair(opts)
+ * CLI:     node scripts/testbed.js build | start | check | packages
  *
  * Environment:
- *   DUALSYNC_CACHE_DIR   where the built binary is cached (default ~/.cache/dualsync)
+ *   DUALSYNC_CACHE_DIR   where built servers are cached (default ~/.cache/dualsync)
  *   FERRETDB_BIN         use this FerretDB binary instead of building one
- *   DUALSYNC_TESTBED     'ferretdb' (default) or 'mongod'
- *   MONGOD_BIN           mongod binary (implies DUALSYNC_TESTBED=mongod unless that says 'ferretdb')
- *   DUALSYNC_TESTBED_START_TIMEOUT_MS  how long a server may take to answer ping (default 30000)
+ *   DUALSYNC_TESTBED     'ferretdb' (default), 'documentdb' or 'mongod'
+ *   DUALSYNC_VENDOR_DIR  where the documentdb tarballs are (default ../shared/vendor)
+ *   MONGOD_BIN           mongod binary (implies DUALSYNC_TESTBED=mongod unless that is set)
+ *   DUALSYNC_TESTBED_START_TIMEOUT_MS  how long a server may take to answer ping (default 30000;
+ *                        60000 for documentdb, which starts two processes)
  */
 
 const { spawn, spawnSync } = require('node:child_process');
@@ -26,72 +30,42 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const crypto = require('node:crypto');
+const { log, cacheDir, which, run, freePort, pidAlive, STDERR_TAIL_LINES } = require('./testbed-util.js');
+const { ensureDocumentDB, documentdbCommand, APT_PACKAGES } = require('./testbed-documentdb.js');
+
+const ENGINES = ['ferretdb', 'documentdb', 'mongod'];
+
+/**
+ * The engine the test bed runs: DUALSYNC_TESTBED, else 'mongod' when MONGOD_BIN is set, else 'ferretdb'.
+ * @returns {'ferretdb'|'documentdb'|'mongod'}
+ * @throws {Error} code ERR_TESTBED_ENGINE for an unknown DUALSYNC_TESTBED value
+ */
+function engine() {
+  const mode = process.env.DUALSYNC_TESTBED;
+  if (mode) {
+    if (!ENGINES.includes(mode)) {
+      const e = new Error(`DUALSYNC_TESTBED=${JSON.stringify(mode)} is not a test-bed engine; expected one of: ${ENGINES.join(', ')}`);
+      e.code = 'ERR_TESTBED_ENGINE';
+      throw e;
+    }
+    return mode;
+  }
+  return process.env.MONGOD_BIN ? 'mongod' : 'ferretdb';
+}
+
+/**
+ * Builds (first use) or locates the selected engine's servers; a no-op for mongod.
+ * @returns {Promise<void>}
+ */
+async function ensureEngine() {
+  const e = engine();
+  if (e === 'ferretdb') await ensureFerretDB();
+  else if (e === 'documentdb') await ensureDocumentDB();
+}
 
 const FERRETDB_VERSION = 'v1.24.2';
 const FERRETDB_MODULE = 'github.com/FerretDB/FerretDB';
 const STOP_GRACE_MS = 10_000;
-const STDERR_TAIL_LINES = 40;
-
-function log(msg) {
-  process.stderr.write(`[testbed] ${msg}\n`);
-}
-
-function cacheDir() {
-  return process.env.DUALSYNC_CACHE_DIR || path.join(os.homedir(), '.cache', 'dualsync');
-}
-
-/** Finds an executable on PATH; returns its path or null. */
-function which(cmd) {
-  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
-    if (!dir) continue;
-    const p = path.join(dir, cmd);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      if (fs.statSync(p).isFile()) return p;
-    } catch {
-      // not here; keep looking
-    }
-  }
-  return null;
-}
-
-/** Runs a command, streaming its stderr lines to `onLine`; resolves with stdout, rejects with a readable error. */
-function run(cmd, args, { cwd, env, onLine } = {}) {
-  return new Promise((resolve, reject) => {
-    let child;
-    try {
-      child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    } catch (err) {
-      reject(err);
-      return;
-    }
-    const out = [];
-    const errTail = [];
-    let partial = '';
-    child.stdout.on('data', (d) => out.push(d));
-    child.stderr.on('data', (d) => {
-      const lines = (partial + d.toString()).split('\n');
-      partial = lines.pop();
-      for (const line of lines) {
-        errTail.push(line);
-        if (errTail.length > STDERR_TAIL_LINES) errTail.shift();
-        if (onLine) onLine(line);
-      }
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (partial) errTail.push(partial);
-      if (code === 0) resolve(Buffer.concat(out).toString());
-      else {
-        reject(
-          new Error(
-            `${cmd} ${args.join(' ')} failed (${signal || `exit ${code}`}):\n${errTail.join('\n')}`,
-          ),
-        );
-      }
-    });
-  });
-}
 
 let ensurePromise = null;
 
@@ -196,19 +170,6 @@ function makeWritable(dir) {
   fs.chmodSync(dir, 0o755);
 }
 
-/** Asks the OS for a free TCP port on 127.0.0.1. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 // ---- children never outlive this process -------------------------------------------
 
 const liveChildren = new Set();
@@ -251,15 +212,6 @@ function cleanupAtExit() {
   ownedDirs.clear();
 }
 
-function pidAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return err.code === 'EPERM';
-  }
-}
-
 let swept = false;
 /** Removes temp data dirs left by test processes that died by SIGKILL (named with their pid). */
 function sweepStaleDirs() {
@@ -289,33 +241,35 @@ function killAllChildren() {
   }
 }
 
-/** True when the test bed runs mongod instead of FerretDB (DUALSYNC_TESTBED / MONGOD_BIN). */
+/** True when the test bed runs mongod (DUALSYNC_TESTBED / MONGOD_BIN). */
 function useMongod() {
-  const mode = process.env.DUALSYNC_TESTBED;
-  if (mode === 'ferretdb') return false;
-  return mode === 'mongod' || Boolean(process.env.MONGOD_BIN);
+  return engine() === 'mongod';
 }
 
+/**
+ * What to run for one server: its processes in start order (stopped in reverse) and its URI.
+ * @returns {Promise<{kind: string, uri: string, procs: Array<{name: string, bin: string, args: string[], stopSignal: string}>}>}
+ */
 async function serverCommand(port, dataDir) {
-  if (useMongod()) {
+  const kind = engine();
+  if (kind === 'mongod') {
     const bin = process.env.MONGOD_BIN || which('mongod');
     if (!bin) throw new Error('DUALSYNC_TESTBED=mongod but no mongod on PATH and MONGOD_BIN is not set');
-    return { kind: 'mongod', bin, args: ['--port', String(port), '--dbpath', dataDir, '--bind_ip', '127.0.0.1'] };
+    const args = ['--port', String(port), '--dbpath', dataDir, '--bind_ip', '127.0.0.1'];
+    return { kind, uri: `mongodb://127.0.0.1:${port}`, procs: [{ name: 'mongod', bin, args, stopSignal: 'SIGTERM' }] };
   }
+  if (kind === 'documentdb') return documentdbCommand(port, dataDir);
   const bin = await ensureFerretDB();
-  return {
-    kind: 'ferretdb',
-    bin,
-    args: [
-      '--handler=sqlite',
-      `--sqlite-url=file:${dataDir.endsWith('/') ? dataDir : `${dataDir}/`}`,
-      `--listen-addr=127.0.0.1:${port}`,
-      '--state-dir=-',
-      '--debug-addr=-',
-      '--telemetry=disable',
-      '--log-level=error',
-    ],
-  };
+  const args = [
+    '--handler=sqlite',
+    `--sqlite-url=file:${dataDir.endsWith('/') ? dataDir : `${dataDir}/`}`,
+    `--listen-addr=127.0.0.1:${port}`,
+    '--state-dir=-',
+    '--debug-addr=-',
+    '--telemetry=disable',
+    '--log-level=error',
+  ];
+  return { kind, uri: `mongodb://127.0.0.1:${port}`, procs: [{ name: 'ferretdb', bin, args, stopSignal: 'SIGTERM' }] };
 }
 
 function canConnect(port) {
@@ -377,12 +331,41 @@ async function startServer(opts = {}) {
     : fs.mkdtempSync(path.join(os.tmpdir(), `${DATA_DIR_PREFIX}${process.pid}-${name.replace(/[^\w-]/g, '_')}-`));
   fs.mkdirSync(dataDir, { recursive: true });
   if (ownDir) ownedDirs.add(dataDir);
-  const timeoutMs = Number(process.env.DUALSYNC_TESTBED_START_TIMEOUT_MS) || 30_000;
+  const timeoutMs = Number(process.env.DUALSYNC_TESTBED_START_TIMEOUT_MS) || (engine() === 'documentdb' ? 60_000 : 30_000);
   installExitHooks();
 
-  let child = null;
-  let exited = null; // promise resolved when the current child exits
+  let procs = []; // the running server's processes, in start order
+  let uri = null;
   const tail = [];
+  const running = () => procs.some((p) => liveChildren.has(p.child));
+
+  function spawnOne(spec, onDeath) {
+    const [bin, args] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', spec.bin, ...spec.args]] : [spec.bin, spec.args];
+    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    liveChildren.add(child);
+    const exited = new Promise((resolve) => {
+      const gone = () => {
+        liveChildren.delete(child);
+        onDeath();
+        resolve();
+      };
+      child.on('exit', gone);
+      child.on('error', (err) => {
+        tail.push(`${spec.name}: spawn error: ${err.message}`);
+        gone();
+      });
+    });
+    const keep = (d) => {
+      for (const line of d.toString().split('\n')) {
+        if (!line.trim()) continue;
+        tail.push(procs.length > 1 ? `${spec.name}: ${line}` : line);
+        if (tail.length > STDERR_TAIL_LINES) tail.shift();
+      }
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    return { spec, child, exited };
+  }
 
   async function launch() {
     const cmd = await serverCommand(port, dataDir);
@@ -392,39 +375,18 @@ async function startServer(opts = {}) {
       e.addressInUse = true;
       throw e;
     }
-    const [bin, args] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', cmd.bin, ...cmd.args]] : [cmd.bin, cmd.args];
-    const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let dead = false;
-    liveChildren.add(proc);
-    exited = new Promise((resolve) => {
-      proc.on('exit', () => {
-        dead = true;
-        liveChildren.delete(proc);
-        resolve();
-      });
-      proc.on('error', (err) => {
-        tail.push(`spawn error: ${err.message}`);
-        dead = true;
-        liveChildren.delete(proc);
-        resolve();
-      });
-    });
-    const keep = (d) => {
-      for (const line of d.toString().split('\n')) {
-        if (!line.trim()) continue;
-        tail.push(line);
-        if (tail.length > STDERR_TAIL_LINES) tail.shift();
-      }
-    };
-    proc.stdout.on('data', keep);
-    proc.stderr.on('data', keep);
-    child = proc;
-    const uri = `mongodb://127.0.0.1:${port}`;
+    procs = [];
     try {
-      await waitForPing(uri, timeoutMs, () => dead);
+      const until = Date.now() + timeoutMs;
+      for (const spec of cmd.procs) {
+        procs.push(spawnOne(spec, () => (dead = true)));
+        // The next process needs this one (the gateway retries postgres only every 10 s).
+        if (spec.waitReady) await spec.waitReady(until, () => dead);
+      }
+      await waitForPing(cmd.uri, Math.max(0, until - Date.now()), () => dead);
     } catch (err) {
-      proc.kill('SIGKILL');
-      await exited;
+      await signalAll('SIGKILL');
       const e = new Error(
         `${cmd.kind} "${name}" did not come up on 127.0.0.1:${port} (data dir ${dataDir}): ${err.message}\n` +
           `--- output tail ---\n${tail.join('\n') || '(no output)'}`,
@@ -432,10 +394,22 @@ async function startServer(opts = {}) {
       e.addressInUse = /address already in use/i.test(tail.join('\n'));
       throw e;
     }
+    uri = cmd.uri;
+  }
+
+  /** Stops the processes in reverse start order (the gateway before its postgres). */
+  async function signalAll(signal) {
+    for (const p of [...procs].reverse()) {
+      if (!liveChildren.has(p.child)) continue;
+      p.child.kill(signal || p.spec.stopSignal);
+      const timer = signal === 'SIGKILL' ? null : setTimeout(() => p.child.kill('SIGKILL'), STOP_GRACE_MS);
+      await p.exited;
+      if (timer) clearTimeout(timer);
+    }
   }
 
   async function start() {
-    if (child && liveChildren.has(child)) return;
+    if (running()) return;
     tail.length = 0;
     // An auto-picked port can be taken between probing and binding: pick another then.
     for (let attempt = 1; ; attempt++) {
@@ -451,18 +425,11 @@ async function startServer(opts = {}) {
   }
 
   async function stop() {
-    if (!child || !liveChildren.has(child)) return;
-    const proc = child;
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_GRACE_MS);
-    await exited;
-    clearTimeout(timer);
+    if (running()) await signalAll(null);
   }
 
   async function kill() {
-    if (!child || !liveChildren.has(child)) return;
-    child.kill('SIGKILL');
-    await exited;
+    if (running()) await signalAll('SIGKILL');
   }
 
   async function destroy() {
@@ -480,11 +447,14 @@ async function startServer(opts = {}) {
     get port() {
       return port;
     },
+    /** mongodb:// URI without a path (tests append `/<db>`); documentdb's carries the SCRAM login. */
     get uri() {
-      return `mongodb://127.0.0.1:${port}`;
+      return uri;
     },
+    /** pid of the process that serves the wire protocol (the last one started). */
     get pid() {
-      return child && liveChildren.has(child) ? child.pid : undefined;
+      const last = procs[procs.length - 1];
+      return last && liveChildren.has(last.child) ? last.child.pid : undefined;
     },
     /** Last lines the server printed (for diagnosing failures). */
     get outputTail() {
@@ -538,12 +508,23 @@ function parseFlags(argv) {
 async function cli(argv) {
   const [cmd, ...rest] = argv;
   const usage =
-    'usage: node scripts/testbed.js build | check | start [--local-port N] [--atlas-port N] [--dir DIR]';
+    'usage: [DUALSYNC_TESTBED=ferretdb|documentdb|mongod] node scripts/testbed.js build | check | packages | start [--local-port N] [--atlas-port N] [--dir DIR]';
+  const kind = engine(); // an unknown DUALSYNC_TESTBED fails here, before any work
   if (cmd === 'build') {
-    const bin = await ensureFerretDB();
-    const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
-    if (v.status !== 0) throw new Error(`built binary does not run: ${v.stderr || v.error}`);
-    console.log(bin);
+    if (kind === 'ferretdb') {
+      const bin = await ensureFerretDB();
+      const v = spawnSync(bin, ['--version'], { encoding: 'utf8' });
+      if (v.status !== 0) throw new Error(`built binary does not run: ${v.stderr || v.error}`);
+      console.log(bin);
+    } else {
+      await ensureEngine();
+      console.log(`${kind} ready`);
+    }
+    return 0;
+  }
+  if (cmd === 'packages') {
+    // The Debian packages an engine needs (scripts/test.sh installs them when root).
+    console.log(kind === 'documentdb' ? APT_PACKAGES.join(' ') : '');
     return 0;
   }
   if (cmd === 'check') {
@@ -593,7 +574,7 @@ async function cli(argv) {
   return 2;
 }
 
-module.exports = { ensureFerretDB, startServer, startPair, useMongod, FERRETDB_VERSION };
+module.exports = { engine, ensureEngine, ensureFerretDB, ensureDocumentDB, startServer, startPair, useMongod, ENGINES, FERRETDB_VERSION };
 
 if (require.main === module) {
   cli(process.argv.slice(2)).then(
