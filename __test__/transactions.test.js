@@ -216,6 +216,10 @@ describe.runIf(txn.supported).each(MONGOOSE_VERSIONS)('writes in transactions re
       expect(await onAtlas('stocks', { _id: temp })).toBeNull()
     }
   })
+
+  it('no capture failures over the transaction scenarios', () => {
+    expect(env.sync.metrics().hookErrors).toBe(0)
+  })
 })
 
 // A transaction held open past the engine's intent delay (30 s): the held intent is sent on its

@@ -105,13 +105,22 @@ function bulkWriteHooks (marker) {
     // Every touched document was named by `_id`: no count to check.
     if (counted.every((c) => c.named)) return { ids: [], matched: Infinity }
     const session = sessionFor(model, options.session)
-    const found = await Promise.all(counted.map((c) => {
+    const findOne = (c) => {
       const castFilter = c.castFilter ||
         prepareFilter({ model, query, filter: c.spec.filter, cap: marker.cap, forceFind: true }).castFilter
       // Not castable as a whole: Mongoose rejects the op too; count it as touching nothing.
       if (!castFilter) return { ids: [] }
       return findIds(model, castFilter, { session, collation: c.spec.collation, cap: marker.cap })
-    }))
+    }
+    let found
+    if (session) {
+      // A session runs one command at a time: concurrent finds as the first commands of a
+      // transaction both try to start it, and the server refuses one (and may abort the app's).
+      found = []
+      for (const c of counted) found.push(await findOne(c))
+    } else {
+      found = await Promise.all(counted.map(findOne))
+    }
     if (found.some((r) => r.collection)) return { collection: true }
     const ids = []
     let matched = 0
