@@ -1,13 +1,15 @@
 // lib/plugin/txn.js on the drivers of Mongoose 9 and 8: marks held on a real ClientSession while
 // it is in a transaction, sent when the transaction ends. The transactions here run no operation,
-// so the driver ends them without a server round trip and this runs on every test bed; the
-// end-to-end scenarios with writes are in transactions.test.js.
+// so the driver ends them without a server round trip and this runs on every test bed (but for
+// the failed commit, cut on a real link through the TCP proxy); the end-to-end scenarios with
+// writes are in transactions.test.js.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { startServer } = require('../scripts/testbed.js')
 const { holdUntilTransactionEnds, inTransaction } = require('../lib/plugin/txn.js')
+const { startProxy } = require('./helpers/proxy.js')
 
 const DRIVERS = [
   ['mongoose 9 driver', require('mongoose').mongo],
@@ -105,6 +107,34 @@ describe.each(DRIVERS)('marks held until the transaction ends (%s)', (label, dri
     expect(sent).toEqual(['attempt 1', 'attempt 2'])
     await session.endSession()
     expect(sent).toEqual(['attempt 1', 'attempt 2'])
+  })
+
+  it('a commit that fails (link cut) sends them and keeps them for the session\'s next end', async () => {
+    const proxy = await startProxy({ target: { host: '127.0.0.1', port: server.port } })
+    const cut = new driver.MongoClient(proxy.uri(server.uri), { serverSelectionTimeoutMS: 1000, connectTimeoutMS: 1000 })
+    try {
+      await cut.connect()
+      const session = cut.startSession()
+      const sent = []
+      session.startTransaction()
+      // A command in the transaction, so the commit has to reach the server (this test bed may
+      // refuse the write itself: the commit is still sent).
+      await cut.db('txnhold').collection('c').insertOne({ n: 1 }, { session }).catch(() => {})
+      hold(session, sent, 'a')
+      proxy.setMode('reset')
+      await expect(session.commitTransaction()).rejects.toThrow()
+      expect(sent).toEqual(['a'])
+      proxy.setMode('pass')
+      // The retry of the commit (what withTransaction does after an unknown commit result).
+      const retried = await session.commitTransaction().then(() => true, () => false)
+      expect(sent).toEqual(['a', 'a'])
+      await session.endSession()
+      // Sent once more at the end only when the retried commit failed too.
+      expect(sent).toEqual(retried ? ['a', 'a'] : ['a', 'a', 'a'])
+    } finally {
+      await cut.close().catch(() => {})
+      await proxy.close()
+    }
   })
 
   it('each session keeps its own marks', async () => {
