@@ -1,54 +1,154 @@
 #!/usr/bin/env bash
-# Full local check: Rust format, lints and tests, the release addon build, then the JS
-# test suite against real servers. Extra arguments go to vitest (e.g. a file filter).
+# Full local check, runnable on a fresh clone: system packages (installed when root, else
+# the exact command is printed), Rust format, lints and tests, the release addon build,
+# then the JS suite against real servers — the Rust server tests and the whole vitest
+# suite run once per test-bed engine (DUALSYNC_TEST_ENGINES, default "ferretdb documentdb").
+# Extra arguments go to vitest (e.g. a file filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() {
   printf '\n\033[1m==== %s ====\033[0m\n' "$*"
+  step_started=$SECONDS
+}
+# Every step's duration, printed at the end (CI time must stay well under its limit).
+timings=()
+step_started=$SECONDS
+step_done() {
+  timings+=("$(printf '%5ss  %s' "$((SECONDS - step_started))" "$*")")
 }
 
-# A fresh clone: install the JS dependencies first (CI runs `npm ci` itself).
-[ -d node_modules/vitest ] || { step "npm ci"; npm ci --no-audit --no-fund --loglevel=error; }
-[ -x /usr/bin/chromium ] || [ -n "${CHROMIUM_PATH:-}" ] || echo "note: /usr/bin/chromium missing; the dashboard test needs Debian's chromium (apt-get install -y chromium)" >&2
+engines=${DUALSYNC_TEST_ENGINES:-ferretdb documentdb}
+for e in $engines; do
+  DUALSYNC_TESTBED=$e node -e 'require("./scripts/testbed.js").engine()' 2>/dev/null || {
+    echo "DUALSYNC_TEST_ENGINES: unknown engine \"$e\" (expected ferretdb, documentdb or mongod)" >&2
+    exit 2
+  }
+done
+
+# ---- system packages -------------------------------------------------------------------
+step "system packages"
+need=()
+[ -x /usr/bin/chromium ] || [ -n "${CHROMIUM_PATH:-}" ] || need+=(chromium)
+for e in $engines; do
+  # The engine lists its Debian packages (the documentdb build needs PostgreSQL 15 and friends).
+  for p in $(DUALSYNC_TESTBED=$e node scripts/testbed.js packages); do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+  done
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "missing Debian packages; run as root, then npm test again:" >&2
+    echo "  apt-get update && apt-get install -y --no-install-recommends ${need[*]}" >&2
+    exit 1
+  fi
+fi
+step_done "system packages"
+
+# rustup installs without rustfmt/clippy on some images.
+if command -v rustup >/dev/null 2>&1 && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+
+# A fresh clone: install the JS dependencies first.
+if [ ! -d node_modules/vitest ]; then
+  step "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  step_done "npm ci"
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+step_done "cargo fmt"
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
+step_done "cargo clippy"
 
-step "cargo test (with a test-bed server pair for the reconciler's server tests)"
-pairlog=$(mktemp)
-node scripts/testbed.js start >"$pairlog" 2>&1 &
-pairpid=$!
-trap 'kill "$pairpid" 2>/dev/null || true; wait "$pairpid" 2>/dev/null || true; rm -f "$pairlog"' EXIT
-for _ in $(seq 1 600); do
-  grep -q '^MONGODB_ATLAS_URI=' "$pairlog" && break
-  kill -0 "$pairpid" 2>/dev/null || { cat "$pairlog"; echo "test bed failed to start" >&2; exit 1; }
-  sleep 0.1
+for e in $engines; do
+  step "test bed $e: build (first run only) and check"
+  DUALSYNC_TESTBED=$e node scripts/testbed.js build
+  step_done "test bed $e build"
 done
-grep -q '^MONGODB_ATLAS_URI=' "$pairlog" || { cat "$pairlog"; echo "test bed did not come up" >&2; exit 1; }
-DUALSYNC_TEST_LOCAL_URI="$(sed -n 's/^MONGODB_LOCAL_URI=//p' "$pairlog")/"
-DUALSYNC_TEST_ATLAS_URI="$(sed -n 's/^MONGODB_ATLAS_URI=//p' "$pairlog")/"
-export DUALSYNC_TEST_LOCAL_URI DUALSYNC_TEST_ATLAS_URI
-cargo test --workspace
-kill "$pairpid" 2>/dev/null || true
-wait "$pairpid" 2>/dev/null || true
-trap - EXIT
-rm -f "$pairlog"
+
+pairpid=
+pairlog=
+stop_pair() {
+  if [ -n "$pairpid" ]; then
+    kill "$pairpid" 2>/dev/null || true
+    wait "$pairpid" 2>/dev/null || true
+  fi
+  [ -z "$pairlog" ] || rm -f "$pairlog"
+  pairpid= pairlog=
+}
+trap stop_pair EXIT
+
+# Starts a server pair of engine $1 and exports its URIs for the Rust server tests.
+start_pair() {
+  pairlog=$(mktemp)
+  DUALSYNC_TESTBED=$1 node scripts/testbed.js start >"$pairlog" 2>&1 &
+  pairpid=$!
+  for _ in $(seq 1 1200); do
+    grep -q '^MONGODB_ATLAS_URI=' "$pairlog" && break
+    kill -0 "$pairpid" 2>/dev/null || { cat "$pairlog"; echo "test bed $1 failed to start" >&2; exit 1; }
+    sleep 0.1
+  done
+  grep -q '^MONGODB_ATLAS_URI=' "$pairlog" || { cat "$pairlog"; echo "test bed $1 did not come up" >&2; exit 1; }
+  DUALSYNC_TEST_LOCAL_URI="$(sed -n 's/^MONGODB_LOCAL_URI=//p' "$pairlog")/"
+  DUALSYNC_TEST_ATLAS_URI="$(sed -n 's/^MONGODB_ATLAS_URI=//p' "$pairlog")/"
+  export DUALSYNC_TEST_LOCAL_URI DUALSYNC_TEST_ATLAS_URI
+}
+
+first=1
+for e in $engines; do
+  if [ "$first" = 1 ]; then
+    step "cargo test --workspace (server tests on $e)"
+    start_pair "$e"
+    cargo test --workspace
+    first=0
+  else
+    step "cargo test: reconciler server tests on $e"
+    start_pair "$e"
+    cargo test -p dualsync-core --test reconcile_server
+  fi
+  stop_pair
+  step_done "cargo test ($e)"
+done
 
 step "npm run build (napi release addon)"
 npm run build
+step_done "npm run build"
 
-step "vitest${*:+ $*}"
-report=$(mktemp)
+passed=0
+failed=0
 status=0
-npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
-# One plain closing line with the JS counts (CI reads it).
-node -e '
-  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-  console.log(`vitest: ${r.numPassedTests} passed, ${r.numFailedTests} failed`);
-' "$report" || true
-rm -f "$report"
+lines=()
+for e in $engines; do
+  step "vitest on $e${*:+ $*}"
+  report=$(mktemp)
+  s=0
+  DUALSYNC_TESTBED=$e npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || s=$?
+  [ "$s" -eq 0 ] || status=$s
+  counts=$(node -e '
+    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    console.log(`${r.numPassedTests} ${r.numFailedTests} ${r.numPendingTests + r.numTodoTests}`);
+  ' "$report" 2>/dev/null || echo "0 1 0")
+  rm -f "$report"
+  read -r p f k <<<"$counts"
+  passed=$((passed + p))
+  failed=$((failed + f))
+  lines+=("vitest ($e): $p passed, $f failed, $k skipped")
+  step_done "vitest ($e)"
+done
+
+printf '\n==== step times ====\n'
+printf '%s\n' "${timings[@]}"
+printf '%s\n' "${lines[@]}"
+# One plain closing line with the JS counts over all engines (CI reads it).
+echo "vitest: $passed passed, $failed failed"
 [ "$status" -eq 0 ] || exit "$status"

@@ -320,9 +320,6 @@ const POSTGRES_CONF = [
   "listen_addresses = '127.0.0.1'",
   "shared_preload_libraries = 'pg_cron,pg_documentdb_core,pg_documentdb'",
   "cron.database_name = 'postgres'",
-  // Jobs run in background workers: pg_cron's default (a libpq connection to localhost) fails here.
-  'cron.use_background_workers = on',
-  'max_worker_processes = 32',
   'shared_buffers = 32MB',
   'max_connections = 200',
   // A test server's process may be killed, never the machine: fsync buys nothing here.
@@ -332,6 +329,12 @@ const POSTGRES_CONF = [
   "log_line_prefix = '%m [%p] '",
   '',
 ].join('\n');
+
+// Passed on each start (not only written into the template), so a cached template made by an
+// older version of this file gets them too. pg_cron runs DocumentDB's index builds: in background
+// workers, because its default (a libpq connection to the host and port recorded when the job was
+// created, i.e. the template's) cannot reach a copied server.
+const PG_FLAGS = ['-c', 'cron.use_background_workers=on', '-c', 'max_worker_processes=32'];
 
 async function makeTemplate(l, secs) {
   log(`  template data dir (initdb + CREATE EXTENSION documentdb; ${secs()})`);
@@ -344,7 +347,7 @@ async function makeTemplate(l, secs) {
     await run(initdb[0], initdb.slice(1));
     fs.appendFileSync(path.join(data, 'postgresql.conf'), POSTGRES_CONF);
     const port = await freePort();
-    const pg = wrap([`${PG_BIN}/pg_ctl`, '-D', data, '-w', '-t', '120', '-o', `-p ${port} -k ${work}`, '-l', path.join(work, 'pg.log')]);
+    const pg = wrap([`${PG_BIN}/pg_ctl`, '-D', data, '-w', '-t', '120', '-o', `-p ${port} -k ${work} ${PG_FLAGS.join(' ')}`, '-l', path.join(work, 'pg.log')]);
     await run(pg[0], [...pg.slice(1), 'start']);
     const password = crypto.randomBytes(18).toString('base64url');
     try {
@@ -424,7 +427,7 @@ async function documentdbCommand(port, dataDir) {
     }),
   );
   handToServerUser(dataDir);
-  const pg = wrap([`${PG_BIN}/postgres`, '-D', pgData, '-p', String(state.pgPort), '-k', dataDir]);
+  const pg = wrap([`${PG_BIN}/postgres`, '-D', pgData, '-p', String(state.pgPort), '-k', dataDir, ...PG_FLAGS]);
   return {
     kind: 'documentdb',
     uri: `mongodb://${b.user}:${encodeURIComponent(b.password)}@127.0.0.1:${port}`,

@@ -3,6 +3,7 @@
 //! delete what it no longer has — with one `update` and one `delete` command
 //! per namespace.
 
+use crate::capabilities;
 use crate::classify::{classify_command_error, is_transient_code, FailureClass};
 use crate::clients::LazyClient;
 use crate::mark::Namespace;
@@ -13,15 +14,7 @@ use mongodb::Database;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// How local documents are read back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadMode {
-    /// One `find({_id: {$in: [...]}})` per namespace (uses the `_id` index on MongoDB).
-    In,
-    /// One `find({_id: v})` per document, concurrently. FerretDB only pushes
-    /// plain `_id` equality down to its storage, so `$in` would scan.
-    Point,
-}
+pub use crate::capabilities::ReadMode;
 
 /// What happened to one document of a batch.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,16 +43,13 @@ pub struct BatchDoc {
 pub struct Applier {
     pub local: Arc<LazyClient>,
     pub atlas: Arc<LazyClient>,
-    /// Decided once, from the local server's `buildInfo`.
+    /// Decided once, from how the local server says it runs a `_id` `$in`.
     pub read_mode: tokio::sync::OnceCell<ReadMode>,
-    /// Statements per write command, decided once from Atlas's `buildInfo`.
+    /// Statements per write command, decided once from Atlas's `hello` and `explain`.
     pub write_limit: tokio::sync::OnceCell<usize>,
     /// Maps a local database name to its Atlas database name.
     pub atlas_db: Arc<dyn Fn(&str) -> String + Send + Sync>,
 }
-
-/// Statements per write command against FerretDB (see `write_limit`).
-const FERRETDB_STATEMENTS_PER_COMMAND: usize = 16;
 
 /// Upper bound for one command's statements, well under the 16 MiB limit.
 const MAX_COMMAND_BYTES: usize = 8 << 20;
@@ -91,41 +81,39 @@ impl Applier {
         let transient = |message: String| TransientFailure { message };
         let local = self.local.get().await.map_err(transient)?;
         let atlas = self.atlas.get().await.map_err(transient)?;
+        // Any namespace of the batch serves as the probe's target: the answer
+        // describes the server's storage, not the collection.
+        let Some(probe_ns) = docs.first().map(|d| d.ns.clone()) else {
+            return Ok(Vec::new());
+        };
         let mode = *self
             .read_mode
             .get_or_try_init(|| async {
-                let info = local
-                    .database("admin")
-                    .run_command(bson::doc! { "buildInfo": 1 })
-                    .await
-                    .map_err(|e| TransientFailure {
-                        message: format!("local buildInfo failed: {e}"),
-                    })?;
-                Ok::<_, TransientFailure>(if info.contains_key("ferretdbVersion") {
-                    ReadMode::Point
-                } else {
-                    ReadMode::In
-                })
+                let evidence =
+                    capabilities::probe_filter(&local.database(&probe_ns.db), &probe_ns.coll)
+                        .await
+                        .map_err(|m| TransientFailure {
+                            message: format!("local {m}"),
+                        })?;
+                Ok::<_, TransientFailure>(capabilities::read_mode(evidence))
             })
             .await?;
         let limit = *self
             .write_limit
             .get_or_try_init(|| async {
-                let info = atlas
-                    .database("admin")
-                    .run_command(bson::doc! { "buildInfo": 1 })
+                let db = atlas.database(&(self.atlas_db)(&probe_ns.db));
+                let hello = db
+                    .run_command(bson::doc! { "hello": 1 })
                     .await
                     .map_err(|e| TransientFailure {
-                        message: format!("Atlas buildInfo failed: {e}"),
+                        message: format!("Atlas hello failed: {e}"),
                     })?;
-                // FerretDB v1 holds one pooled SQLite connection per matched
-                // statement until the command ends (100 per database), so
-                // lanes × statements must stay well under that.
-                Ok::<_, TransientFailure>(if info.contains_key("ferretdbVersion") {
-                    FERRETDB_STATEMENTS_PER_COMMAND
-                } else {
-                    usize::MAX
-                })
+                let evidence = capabilities::probe_filter(&db, &probe_ns.coll)
+                    .await
+                    .map_err(|m| TransientFailure {
+                        message: format!("Atlas {m}"),
+                    })?;
+                Ok::<_, TransientFailure>(capabilities::statements_per_command(&hello, evidence))
             })
             .await?;
         for (ns, idx) in by_ns {

@@ -2,6 +2,7 @@
 //! No napi here; the binding in the root crate only converts types.
 
 pub mod apply;
+pub mod capabilities;
 pub mod classify;
 pub mod clients;
 pub mod config;
