@@ -9,7 +9,7 @@ import { createRequire } from 'node:module'
 import fc from 'fast-check'
 import { useServers } from './helpers/servers.js'
 import { startSyncEnv, MONGOOSE_VERSIONS } from './helpers/syncenv.js'
-import { defineOpModels, opArb, runOps, OP_COLLECTIONS } from './helpers/writeops.js'
+import { defineOpModels, opArb, runOps, resetOpCollections, OP_COLLECTIONS } from './helpers/writeops.js'
 
 const require = createRequire(import.meta.url)
 const { probeTransactions } = require('./helpers/capabilities.js')
@@ -61,13 +61,6 @@ describe.runIf(txn.supported).each(MONGOOSE_VERSIONS)('convergence property with
     await env?.close()
   })
 
-  async function reset () {
-    await env.flush()
-    for (const name of OP_COLLECTIONS) {
-      await Promise.all([env.local, env.atlas].map((d) => d.collection(name).deleteMany({})))
-    }
-  }
-
   async function runTransaction (step) {
     try {
       await env.m.connection.transaction(async () => {
@@ -97,7 +90,7 @@ describe.runIf(txn.supported).each(MONGOOSE_VERSIONS)('convergence property with
   it(`random sequences of writes and transactions leave Atlas equal to local (${RUNS} runs)`, async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 8 }), async (steps) => {
-        await reset()
+        await resetOpCollections(env)
         for (const step of steps) {
           if (step.kind === 'plain') await runOps(env, [step.op], stats)
           else await runTransaction(step)
