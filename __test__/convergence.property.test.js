@@ -14,7 +14,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import fc from 'fast-check'
 import { useServers } from './helpers/servers.js'
 import { startSyncEnv, MONGOOSE_VERSIONS } from './helpers/syncenv.js'
-import { defineOpModels, opArb, runOps, OP_COLLECTIONS, OP_KINDS } from './helpers/writeops.js'
+import { defineOpModels, opArb, runOps, resetOpCollections, OP_COLLECTIONS, OP_KINDS } from './helpers/writeops.js'
 
 function envInt (name, dflt) {
   const raw = process.env[name]
@@ -54,21 +54,13 @@ describe.each(MONGOOSE_VERSIONS)('convergence property (%s)', (label, lib) => {
     await env?.close()
   })
 
-  /** Empties the op collections on both sides (uncaptured), once nothing is in flight. */
-  async function reset () {
-    await env.flush()
-    for (const name of OP_COLLECTIONS) {
-      await Promise.all([env.local, env.atlas].map((d) => d.collection(name).deleteMany({})))
-    }
-  }
-
   it(`random write sequences leave Atlas equal to local (${RUNS} runs)`, async () => {
     const started = Date.now()
     let opCount = 0
     let docsCompared = 0
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: MAX_OPS, size: 'max' }), async (ops) => {
-        await reset()
+        await resetOpCollections(env)
         opCount += ops.length
         await runOps(env, ops, stats)
         const result = await env.converge(OP_COLLECTIONS)

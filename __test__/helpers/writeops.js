@@ -33,6 +33,17 @@ export function defineOpModels (m) {
 
 export const OP_COLLECTIONS = ['items', 'nums', 'strs']
 
+/**
+ * Empties the op collections on both sides (uncaptured), once nothing is in flight.
+ * @param {{flush(): Promise<void>, local: any, atlas: any}} env  from startSyncEnv
+ */
+export async function resetOpCollections (env) {
+  await env.flush()
+  for (const name of OP_COLLECTIONS) {
+    await Promise.all([env.local, env.atlas].map((d) => d.collection(name).deleteMany({})))
+  }
+}
+
 // ---- arbitraries ---------------------------------------------------------------------------
 
 const MODELS = ['Item', 'Special', 'Num', 'Str']

@@ -61,7 +61,7 @@ function bulkWriteHooks (marker) {
         marker.report(new Error('dualsync: bulkWrite succeeded with a filter that failed to cast'), hook, state.t.model)
         collection = true
       }
-      const done = marker.mark(state.t, ids, { collection, hook })
+      const done = marker.mark(state.t, ids, { collection, hook, session: state.session })
       if (done && typeof done.catch === 'function') done.catch((e) => marker.report(e, hook, state.t.model))
     } catch (e) {
       marker.report(e, hook, state.t.model)
@@ -105,13 +105,22 @@ function bulkWriteHooks (marker) {
     // Every touched document was named by `_id`: no count to check.
     if (counted.every((c) => c.named)) return { ids: [], matched: Infinity }
     const session = sessionFor(model, options.session)
-    const found = await Promise.all(counted.map((c) => {
+    const findOne = (c) => {
       const castFilter = c.castFilter ||
         prepareFilter({ model, query, filter: c.spec.filter, cap: marker.cap, forceFind: true }).castFilter
       // Not castable as a whole: Mongoose rejects the op too; count it as touching nothing.
       if (!castFilter) return { ids: [] }
       return findIds(model, castFilter, { session, collation: c.spec.collation, cap: marker.cap, timeoutMs: marker.timeoutMs })
-    }))
+    }
+    let found
+    if (session) {
+      // A session runs one command at a time: concurrent finds as the first commands of a
+      // transaction both try to start it, and the server refuses one (and may abort the app's).
+      found = []
+      for (const c of counted) found.push(await findOne(c))
+    } else {
+      found = await Promise.all(counted.map(findOne))
+    }
     if (found.some((r) => r.collection)) return { collection: true }
     const ids = []
     let matched = 0
@@ -139,7 +148,8 @@ function bulkWriteHooks (marker) {
       const t = marker.target(model, 'pre:bulkWrite')
       if (!t) return
       // matched: the most documents the filtered ops can touch (state.ids also holds inserts')
-      const state = { t, ids: [], matched: 0, collection: false, upserts: false, castFailed: false }
+      // session: the write's, so post marks inside a transaction wait for its end (txn.js)
+      const state = { t, ids: [], matched: 0, collection: false, upserts: false, castFailed: false, session: sessionFor(model, options.session) }
       const call = currentCall()
       if (call) call.finishers.push((res, err) => finish(state, res, err))
       await marker.ready(t) // a write buffered while connecting: finds need the connection

@@ -4,6 +4,17 @@
 // filtered by `_id`, so the query hooks mark them (and see their `{sync: false}` option).
 
 const { docId } = require('./namedids')
+const { sessionFor } = require('./resolve')
+
+/**
+ * The session a save runs in, as Mongoose picks it: the save's `session` option, else the
+ * document's own (`doc.$session()`), else the transaction AsyncLocalStorage's.
+ */
+function saveSession (doc, model, saveOptions) {
+  const own = (saveOptions && saveOptions.session) ||
+    (typeof doc.$session === 'function' ? doc.$session() : undefined)
+  return sessionFor(model, own || undefined)
+}
 
 /**
  * @param {ReturnType<import('./sink').makeMarker>} marker
@@ -22,7 +33,7 @@ function saveHooks (marker, key) {
       if (!t) return
       const id = docId(this)
       if (id === undefined) return // Mongoose refuses to save a document without _id
-      this[key] = { t, id }
+      this[key] = { t, id, session: saveSession(this, model, saveOptions) }
       await marker.mark(t, [id], { hook: 'pre:save' })
     } catch (err) {
       marker.report(err, 'pre:save', model)
@@ -33,7 +44,7 @@ function saveHooks (marker, key) {
     const state = doc && doc[key]
     if (!state) return undefined
     doc[key] = undefined
-    return marker.mark(state.t, [state.id], { hook })
+    return marker.mark(state.t, [state.id], { hook, session: state.session })
   }
 
   async function dualsyncPostSave () {

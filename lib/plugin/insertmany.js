@@ -3,6 +3,7 @@
 
 const { ensureInsertId, docId } = require('./namedids')
 const { currentCall, dualsyncFinishCall, dualsyncFailCall } = require('./callctx')
+const { sessionFor } = require('./resolve')
 
 /** `_id`s an insertMany result (documents, or the driver's result with rawResult) names. */
 function insertedIds (res) {
@@ -23,7 +24,7 @@ function insertManyHooks (marker) {
     try {
       const ids = state.ids.concat(insertedIds(res))
       if (err && Array.isArray(err.insertedDocs)) ids.push(...err.insertedDocs.map(docId))
-      const done = marker.mark(state.t, ids, { hook })
+      const done = marker.mark(state.t, ids, { hook, session: state.session })
       if (done && typeof done.catch === 'function') done.catch((e) => marker.report(e, hook, state.t.model))
     } catch (e) {
       marker.report(e, hook, state.t.model)
@@ -47,7 +48,7 @@ function insertManyHooks (marker) {
         const id = ensureInsertId(model, doc, Boolean(options.lean))
         if (id !== undefined) ids.push(id)
       }
-      const state = { t, ids }
+      const state = { t, ids, session: sessionFor(model, options.session) }
       if (call) call.finishers.push((res, err) => finish(state, res, err))
       await marker.mark(t, ids, { hook: 'pre:insertMany' })
     } catch (err) {

@@ -59,7 +59,9 @@ function queryHooks (marker, key) {
       if (options.sync === false) return
       const t = marker.target(model, hook)
       if (!t) return
-      const state = { t, ids: [], found: false, collection: false, castError: null }
+      // session: the write's, so post marks inside a transaction wait for its end (txn.js)
+      const session = sessionFor(model, options.session)
+      const state = { t, ids: [], found: false, collection: false, castError: null, session }
       this[key] = state
       await marker.ready(t) // a write buffered while connecting: the find needs the connection
       let r
@@ -68,7 +70,7 @@ function queryHooks (marker, key) {
           model,
           query: this,
           filter: this.getFilter(),
-          session: options.session,
+          session,
           collation: options.collation,
           cap: marker.cap,
           timeoutMs: marker.timeoutMs
@@ -163,7 +165,7 @@ function queryHooks (marker, key) {
         // only a collection reconcile is sure to find it.
         collection = true
       }
-      await marker.mark(state.t, ids, { collection, hook })
+      await marker.mark(state.t, ids, { collection, hook, session: state.session })
     } catch (err) {
       marker.report(err, hook, model)
     }
@@ -180,7 +182,7 @@ function queryHooks (marker, key) {
     try {
       const options = this.getOptions()
       const upsertUnknown = UPSERTING.has(this.op) && options.upsert && !definitelyNotApplied(err, model)
-      await marker.mark(state.t, state.ids, { collection: state.collection || upsertUnknown, hook })
+      await marker.mark(state.t, state.ids, { collection: state.collection || upsertUnknown, hook, session: state.session })
     } catch (e) {
       marker.report(e, hook, model)
     }

@@ -2,6 +2,8 @@
 // The plugin's side of the sink: validating it, naming a model's collection and database,
 // emitting marks, and reporting errors without ever throwing into the app's write.
 
+const { holdUntilTransactionEnds } = require('./txn')
+
 const DEFAULT_QUERY_MARK_CAP = 10000
 const DEFAULT_QUERY_MARK_TIMEOUT_MS = 5000
 const DEFAULT_OPEN_WAIT_MS = 10000 // Mongoose's default bufferTimeoutMS
@@ -131,19 +133,22 @@ function makeMarker (sink) {
   }
 
   /**
-   * Marks documents (and/or the whole collection) of a target. Never throws.
+   * Marks documents (and/or the whole collection) of a target. Never throws. Post and error
+   * marks of a write whose session is in a transaction are sent once the transaction ends
+   * (txn.js); pre-write marks (intents) always go at once.
    * @param {Target} t
    * @param {Iterable<any>} ids
-   * @param {{collection?: boolean, hook: string}} opts
+   * @param {{collection?: boolean, hook: string, session?: any}} opts  `session`: the write's
+   *   ClientSession, if any
    * @returns {void | Promise<void>}
    */
-  function mark (t, ids, { collection = false, hook }) {
+  function mark (t, ids, { collection = false, hook, session }) {
     const db = dbName(t)
-    if (db && typeof db.then === 'function') return db.then((name) => markIn(t, name, ids, collection, hook))
-    return markIn(t, db, ids, collection, hook)
+    if (db && typeof db.then === 'function') return db.then((name) => markIn(t, name, ids, collection, hook, session))
+    return markIn(t, db, ids, collection, hook, session)
   }
 
-  function markIn (t, db, ids, collection, hook) {
+  function markIn (t, db, ids, collection, hook, session) {
     if (!db) {
       report(new Error(`dualsync: database of model "${t.modelName}" unknown (connection not open); marks lost`), hook, t.model)
       return
@@ -165,6 +170,8 @@ function makeMarker (sink) {
       }
       ops.push(intent ? { collection: t.collection, db, id, intent } : { collection: t.collection, db, id })
     }
+    if (ops.length === 0) return
+    if (!phase && holdUntilTransactionEnds(session, () => emit(ops, hook, t.model))) return
     emit(ops, hook, t.model)
   }
 
