@@ -335,11 +335,14 @@ class Sync extends EventEmitter {
     if (this._jobs) this._jobs.stop()
     if (this._healthTimer) clearInterval(this._healthTimer)
     if (this._adoptTimer) clearInterval(this._adoptTimer)
-    if (this._adopter) await this._adopter.stop()
+    const adopter = this._adopter
     // The engine stays open while it drains: captures made meanwhile are
     // journaled (sent now, or after the next start). Only once it is closed
     // does enqueue throw ERR_SYNC_CLOSED.
-    this._closing = engine.close(drainTimeoutMs).then((drained) => {
+    this._closing = (async () => {
+      if (adopter) await adopter.stop()
+      return engine.close(drainTimeoutMs)
+    })().then((drained) => {
       this._engine = null
       this.emit('close', { drained })
       return drained
