@@ -36,7 +36,7 @@ describe('compareDatabases', () => {
     await seed(atlas, db, 'items', docs);
     const res = await compareDatabases(servers.local.uri, servers.atlas.uri, db);
     expect(res).toEqual([
-      { collection: 'items', localCount: 3, atlasCount: 3, missing: [], extra: [], different: [] },
+      { collection: 'items', localCount: 3, atlasCount: 3, missing: [], extra: [], different: [], listedTwice: [] },
     ]);
     expect(() => assertConverged(res)).not.toThrow();
   });

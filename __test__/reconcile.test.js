@@ -11,6 +11,7 @@ import { useServers, uniqueDbName } from './helpers/servers.js'
 import { syncFactory, idKeys, drainState } from './helpers/jobsync.js'
 
 const require = createRequire(import.meta.url)
+const { repairIdIndex } = require('../scripts/testbed-idindex.js')
 const { MongoClient, ObjectId, Int32, Double, Long } = require('mongodb')
 const mongoose = require('mongoose')
 const { compareDatabases, assertConverged } = require('./helpers/compare.js')
@@ -160,6 +161,8 @@ describe('verify and full sync', () => {
     await insertBatches([local.db(db).collection('items')], N, (i) => ({ _id: ids[i], version: 1 + Math.floor(pick() * 5), payload: `p${i}` }))
     await insertBatches([atlas.db(db).collection('items')], 1500, (i) => ({ _id: ids[i], version: 0, payload: 'stale' }))
     await insertBatches([atlas.db(db).collection('items')], 100, (i) => ({ _id: `gone-${i}`, version: 0 }))
+    // FerretDB v1 would scan the table for every write by _id (see testbed-idindex.js).
+    for (const server of [servers.local, servers.atlas]) repairIdIndex(server, db, 'items', { required: true })
 
     // batchSize 20 × concurrency 4 keeps the replace statements in flight on the test bed under
     // 100, where FerretDB v1 hangs (see 'drains a backlog of repairs...' at the end of this file).

@@ -14,6 +14,7 @@ const require = createRequire(import.meta.url)
 const express5 = require('express')
 const express4 = require('express4')
 const request = require('supertest')
+const { repairIdIndex } = require('../scripts/testbed-idindex.js')
 const { MongoClient } = require('mongodb')
 const { createSync } = require('../index.js')
 const { createRouter } = require('../lib/router.js')
@@ -313,6 +314,10 @@ describe('full sync and verify jobs (Express 5)', () => {
     const docs = Array.from({ length: 4000 }, (_, i) => ({ i, payload: 'x'.repeat(200) }))
     await local.db(dbName).collection(BIG).insertMany(docs)
     await local.db(dbName).collection('small').insertMany([{ a: 1 }, { a: 2 }, { a: 3 }])
+    // FerretDB v1 would scan the table for every write by _id (see testbed-idindex.js): the
+    // full sync's 4000 upserts into Atlas would each read the whole collection.
+    await atlas.db(dbName).createCollection(BIG)
+    for (const server of [servers.local, servers.atlas]) repairIdIndex(server, dbName, BIG, { required: true })
   })
 
   it('answers 404 for unknown jobs', async () => {

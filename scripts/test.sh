@@ -30,6 +30,8 @@ done
 step "system packages"
 need=()
 [ -x /usr/bin/chromium ] || [ -n "${CHROMIUM_PATH:-}" ] || need+=(chromium)
+# FerretDB's _id index repair (scripts/testbed-idindex.js) runs the sqlite3 CLI.
+case " $engines " in *" ferretdb "*) command -v sqlite3 >/dev/null || need+=(sqlite3) ;; esac
 for e in $engines; do
   # The engine lists its Debian packages (the documentdb build needs PostgreSQL 15 and friends).
   for p in $(DUALSYNC_TESTBED=$e node scripts/testbed.js packages); do

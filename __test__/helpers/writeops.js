@@ -6,6 +6,19 @@
 // races); each descriptor prints as the Mongoose call it makes, e.g.
 //   Num.updateOne({"_id":"#2"}, {"$inc":{"n":3}}, {upsert:true})
 import fc from 'fast-check'
+import testbed from '../../scripts/testbed.js'
+
+/**
+ * Sort every findOneAndDelete carries, on servers that crash without one (else undefined).
+ * DocumentDB b2e220c (extension 0.108) kills its PostgreSQL backend (SIGSEGV, then "the database
+ * system is in recovery mode") on a findAndModify `remove` with a non-`_id` filter after one with
+ * an `_id` filter on the same collection and connection: both reuse one cached plan
+ * (DeleteOneInternal's QUERY_DELETE_ONE_ID_RETURN_DOCUMENT) although their parameters differ.
+ * Reproduced in plain SQL (two documentdb_api.find_and_modify calls in one psql session). A sorted
+ * remove is never plan-cached, so there the property test sends `sort: {_id: 1}`, and every
+ * printed op shows it. FerretDB keeps the unsorted shape.
+ */
+export const FIND_ONE_AND_DELETE_SORT = testbed.engine() === 'documentdb' ? { _id: 1 } : undefined
 
 export const POOL_SIZE = 4
 const OID_HEX = ['6500000000000000000000a0', '6500000000000000000000a1', '6500000000000000000000a2', '6500000000000000000000a3']
@@ -163,7 +176,7 @@ function render (op) {
     case 'findOneAndUpdate': return `${M}.findOneAndUpdate(${j(op.filter)}, ${j(op.update)}, {upsert:${op.upsert}, returnDocument:"${op.returnDocument}"})`
     case 'findOneAndReplace': return `${M}.findOneAndReplace(${j(op.filter)}, ${j(op.replacement)}, {upsert:${op.upsert}, returnDocument:"${op.returnDocument}"})`
     case 'findByIdAndUpdate': return `${M}.findByIdAndUpdate("${op.id}", ${j(op.update)}, {upsert:${op.upsert}})`
-    case 'findOneAndDelete':
+    case 'findOneAndDelete': return `${M}.findOneAndDelete(${j(op.filter)}${FIND_ONE_AND_DELETE_SORT ? `, {sort:${j(FIND_ONE_AND_DELETE_SORT)}}` : ''})`
     case 'deleteOne':
     case 'deleteMany': return `${M}.${op.kind}(${j(op.filter)})`
     case 'docDeleteOne': return `${M}.findById("${op.id}") → doc.deleteOne()`
@@ -236,7 +249,7 @@ export async function runOps (env, ops, stats) {
       case 'findOneAndUpdate': return M.findOneAndUpdate(ids(op.model, op.filter), op.update, { upsert: op.upsert, returnDocument: op.returnDocument })
       case 'findOneAndReplace': return M.findOneAndReplace(ids(op.model, op.filter), op.replacement, { upsert: op.upsert, returnDocument: op.returnDocument })
       case 'findByIdAndUpdate': return M.findByIdAndUpdate(idOf(op.model, op.id), op.update, { upsert: op.upsert })
-      case 'findOneAndDelete':
+      case 'findOneAndDelete': return M.findOneAndDelete(ids(op.model, op.filter), FIND_ONE_AND_DELETE_SORT ? { sort: FIND_ONE_AND_DELETE_SORT } : {})
       case 'deleteOne':
       case 'deleteMany': return M[op.kind](ids(op.model, op.filter))
       case 'docDeleteOne':

@@ -4,51 +4,30 @@
 
 const fs = require('node:fs')
 const path = require('node:path')
-const { execFileSync } = require('node:child_process')
 const { MongoClient } = require('mongodb')
 const testbed = require('../../scripts/testbed.js')
+const { repairIdIndex, idIndexRepairAvailable } = require('../../scripts/testbed-idindex.js')
 
 let indexFix = process.env.BENCH_NO_ID_INDEX_FIX !== '1'
-let sqliteCli = null
 
 /** Turns the FerretDB `_id` index repair on or off (run.js `--no-index-fix`). */
 function setIndexFix (on) { indexFix = Boolean(on) }
 
-function findSqlite () {
-  if (sqliteCli !== null) return sqliteCli
-  sqliteCli = false
-  for (const p of ['/usr/bin/sqlite3', '/usr/local/bin/sqlite3']) {
-    if (fs.existsSync(p)) { sqliteCli = p; break }
-  }
-  return sqliteCli
-}
-
 /** True when collections get the extra SQLite index (FerretDB, sqlite3 CLI present, not disabled). */
 function indexFixActive () {
-  return indexFix && !testbed.useMongod() && Boolean(findSqlite())
+  return indexFix && idIndexRepairAvailable()
 }
 
 /**
- * FerretDB v1.24's SQLite backend indexes `_id` as `_ferretdb_sjson->"_id"` but its UPDATE and
- * DELETE statements filter on `_ferretdb_sjson->'$._id'`, an expression SQLite does not match to
- * that index: every write by `_id` parses every row of the table (profiled: ~3.5 µs per stored
- * document per write). That would make every number below a measure of table size. Adding an
- * index on the exact expression the statements use makes writes by `_id` point writes, as on
- * MongoDB. It is invisible to FerretDB (listIndexes does not show it) and changes no data.
- * The collection must exist. No-op on mongod or when disabled.
+ * The FerretDB `_id` index repair (scripts/testbed-idindex.js), unless disabled. The collection
+ * must exist.
  * @param {{dataDir: string}} server
  * @param {string} db
  * @param {string} coll
  */
 function fixIdIndex (server, db, coll) {
   if (!indexFixActive()) return false
-  const file = path.join(server.dataDir, `${db}.sqlite`)
-  const q = (sql) => execFileSync(findSqlite(), ['-cmd', '.timeout 10000', file, sql], { encoding: 'utf8' }).trim()
-  const safe = coll.replace(/'/g, "''")
-  const table = q(`SELECT table_name FROM _ferretdb_collections WHERE name = '${safe}'`)
-  if (!table) throw new Error(`fixIdIndex: no FerretDB table for ${db}.${coll} in ${file}`)
-  q(`CREATE INDEX IF NOT EXISTS "${table}_bench_id_expr" ON "${table}" (_ferretdb_sjson->'$._id')`)
-  return true
+  return repairIdIndex(server, db, coll)
 }
 
 /**

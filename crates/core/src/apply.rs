@@ -234,11 +234,19 @@ pub(crate) async fn read_local(
                 .iter()
                 .filter_map(|id| crate::mark::id_value(id))
                 .collect();
+            let one_batch = u32::try_from(values.len()).unwrap_or(u32::MAX).max(1);
             let mut filter = bson::doc! { "_id": { "$in": values } };
             if let Some(scope) = scope.and_then(|s| bson::Document::try_from(s.as_ref()).ok()) {
                 filter.extend(scope);
             }
-            let mut cursor = coll.find(filter).await.map_err(local_err)?;
+            // One batch for the whole batch of ids: a getMore would resume the server's
+            // streaming cursor, which on DocumentDB can list a document twice (measured on
+            // the test bed), and a document the read misses would be deleted from Atlas.
+            let mut cursor = coll
+                .find(filter)
+                .batch_size(one_batch)
+                .await
+                .map_err(local_err)?;
             while let Some(doc) = cursor.try_next().await.map_err(local_err)? {
                 keep(doc);
             }
