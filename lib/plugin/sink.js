@@ -171,7 +171,7 @@ function makeMarker (sink) {
       ops.push(intent ? { collection: t.collection, db, id, intent } : { collection: t.collection, db, id })
     }
     if (ops.length === 0) return
-    if (!phase && holdUntilTransactionEnds(session, () => emit(ops, hook, t.model))) return
+    if (!intent && holdUntilTransactionEnds(session, () => emit(ops, hook, t.model))) return
     emit(ops, hook, t.model)
   }
 
