@@ -304,10 +304,12 @@ export class ConfigError extends Error {
 
 /**
  * The `code` of errors from the engine: `ERR_SYNC_CLOSED` (after close), `ERR_SYNC_INVALID` (bad
- * input; thrown as a TypeError), `ERR_SYNC_JOURNAL` (journal unreadable, unwritable or locked by
- * another process), `ERR_SYNC_IO` (dead-letter store), `ERR_SYNC_ENGINE` (anything else).
+ * input; thrown as a TypeError), `ERR_SYNC_JOURNAL` (journal unreadable or unwritable),
+ * `ERR_SYNC_LOCKED` (the data dir is held by another process), `ERR_SYNC_LOCK_TIMEOUT` (createSync
+ * waited SYNC_LOCK_WAIT_MS for that process to exit), `ERR_SYNC_IO` (dead-letter store; a mark that
+ * could not be journaled), `ERR_SYNC_ENGINE` (anything else).
  */
-export type SyncErrorCode = 'ERR_SYNC_CLOSED' | 'ERR_SYNC_INVALID' | 'ERR_SYNC_JOURNAL' | 'ERR_SYNC_IO' | 'ERR_SYNC_ENGINE'
+export type SyncErrorCode = 'ERR_SYNC_CLOSED' | 'ERR_SYNC_INVALID' | 'ERR_SYNC_JOURNAL' | 'ERR_SYNC_LOCKED' | 'ERR_SYNC_LOCK_TIMEOUT' | 'ERR_SYNC_IO' | 'ERR_SYNC_ENGINE'
 
 /** Creates the sync engine from env vars and options (a no-op Sync when disabled). */
 export function createSync(options?: SyncOptions): Promise<Sync>
