@@ -20,6 +20,7 @@ const { isLocked } = require('./open')
 
 const INSTANCE_DIR = /^instance-\d+$/
 
+/** Drains sibling instance dirs no process holds, one pass per `tick()`; see the file comment. */
 class Adopter {
   /**
    * @param {object} opts
