@@ -132,6 +132,10 @@ export interface Metrics {
   /** End-to-end lag: enqueue → acknowledged by Atlas. */
   lagMs: Percentiles
   atlas: { connected: boolean; since: string | null; lastSuccessAt: string | null; lastError: string | null }
+  /** Last failure to read local (`null` after a success); does not change `atlas.connected`. */
+  local: { lastError: string | null }
+  /** Collection scans (from collection marks): per collection one runs and at most one waits; `coalesced`: marks folded into a waiting scan. */
+  collectionScans: { started: number; coalesced: number; running: number; waiting: number }
   collections: Record<string, { enqueued: number; upserts: number; deletes: number; failures: number }>
   uptimeMs: number
   backlog: { total: number; memory: number; disk: number; inFlight: number }
