@@ -18,8 +18,6 @@
  * journaled; it only leaves more for the next start to send.
  */
 
-const { scrub } = require('./redact')
-
 const DEFAULT_SERVER_CLOSE_MS = 10000
 
 /**
@@ -99,9 +97,7 @@ function handleSignals (sync, opts = {}) {
         log.info(drained ? 'sync drained' : 'sync backlog kept in the journal for the next start')
         if (opts.beforeExit) await opts.beforeExit()
       } catch (e) {
-        // beforeClose/beforeExit are the app's: their errors may quote a URI with its password.
-        const secrets = sync.config ? [sync.config.localUri, sync.config.atlasUri] : []
-        log.error(`shutdown failed: ${scrub(e && e.message ? e.message : String(e), secrets)}`)
+        log.error(`shutdown failed: ${e && e.message}`)
         code = 1
       }
       if (exit) process.exit(code)
