@@ -132,6 +132,10 @@ export interface Metrics {
   /** End-to-end lag: enqueue → acknowledged by Atlas. */
   lagMs: Percentiles
   atlas: { connected: boolean; since: string | null; lastSuccessAt: string | null; lastError: string | null }
+  /** Last failure to read local (`null` after a success); does not change `atlas.connected`. */
+  local: { lastError: string | null }
+  /** Collection scans (from collection marks): per collection one runs and at most one waits; `coalesced`: marks folded into a waiting scan. */
+  collectionScans: { started: number; coalesced: number; running: number; waiting: number }
   collections: Record<string, { enqueued: number; upserts: number; deletes: number; failures: number }>
   uptimeMs: number
   backlog: { total: number; memory: number; disk: number; inFlight: number }
@@ -304,10 +308,10 @@ export class ConfigError extends Error {
 
 /**
  * The `code` of errors from the engine: `ERR_SYNC_CLOSED` (after close), `ERR_SYNC_INVALID` (bad
- * input; thrown as a TypeError), `ERR_SYNC_JOURNAL` (journal unreadable or
- * unwritable), `ERR_SYNC_LOCKED` (the native open found the data dir held by another process;
- * `createSync` waits and retries), `ERR_SYNC_LOCK_TIMEOUT` (still held after `SYNC_LOCK_WAIT_MS`),
- * `ERR_SYNC_IO` (dead-letter store), `ERR_SYNC_ENGINE` (anything else).
+ * input; thrown as a TypeError), `ERR_SYNC_JOURNAL` (journal unreadable or unwritable),
+ * `ERR_SYNC_LOCKED` (the data dir is held by another process), `ERR_SYNC_LOCK_TIMEOUT` (createSync
+ * waited SYNC_LOCK_WAIT_MS for that process to exit), `ERR_SYNC_IO` (dead-letter store; a mark that
+ * could not be journaled), `ERR_SYNC_ENGINE` (anything else).
  */
 export type SyncErrorCode = 'ERR_SYNC_CLOSED' | 'ERR_SYNC_INVALID' | 'ERR_SYNC_JOURNAL' | 'ERR_SYNC_LOCKED' | 'ERR_SYNC_LOCK_TIMEOUT' | 'ERR_SYNC_IO' | 'ERR_SYNC_ENGINE'
 

@@ -59,7 +59,7 @@ describe('native binding', () => {
     const cfg = nativeConfig()
     const engine = new native.NativeEngine(cfg, () => {})
     try {
-      expect(codeOf(() => new native.NativeEngine({ ...cfg }, () => {}))).toBe('ERR_SYNC_LOCKED')
+      expect(codeOf(() => new native.NativeEngine({ ...cfg }, () => {}))).toBe('ERR_SYNC_LOCKED') // lib/open.js waits on this code
       expect(codeOf(() => engine.enqueue([{ c: 'x', d: 'binding', k: K.OBJECT_ID, v: 'not-hex' }]))).toBe('ERR_SYNC_INVALID')
       expect(codeOf(() => engine.jobSnapshot('nope'))).toBe('ERR_SYNC_INVALID')
     } finally {

@@ -17,9 +17,11 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { BSON } = require('bson')
 const { isLocked } = require('./open')
+const { K } = require('./wire')
 
 const INSTANCE_DIR = /^instance-\d+$/
 
+/** Drains sibling instance dirs no process holds, one pass per `tick()`; see the file comment. */
 class Adopter {
   /**
    * @param {object} opts
@@ -157,7 +159,7 @@ function signature (dir) {
 /** A dead-letter entry as an encoded mark (`_id` kept with its BSON type). */
 function markOfDeadLetter (d) {
   const id = BSON.EJSON.deserialize({ _id: d.id }, { relaxed: false })
-  return { c: d.collection, d: d.db, k: 5, v: Buffer.from(BSON.serialize(id)) }
+  return { c: d.collection, d: d.db, k: K.BSON, v: Buffer.from(BSON.serialize(id)) }
 }
 
 module.exports = { Adopter, markOfDeadLetter }

@@ -161,9 +161,12 @@ class Sync extends EventEmitter {
     this._lastHookError = { at: Date.now(), message: msg }
     const where = [ctx.hook, ctx.model].filter(Boolean).join(' on ')
     this.logger.error(`capture failed${where ? ` (${where})` : ''}; the app write was not affected: ${msg}`)
-    // A journal failure is already remembered by the engine (lostMarks); any
-    // other failure leaves this write unidentified: reconcile its collection.
-    if (ctx.collection && ctx.db && !/journal/i.test(msg)) {
+    // A journal failure is already remembered by the engine (lostMarks; it comes
+    // back as ERR_SYNC_IO, ERR_SYNC_JOURNAL); any other failure leaves this write
+    // unidentified: reconcile its collection. By code: a message can name a
+    // collection called "journal…".
+    const journalFailed = err && (err.code === 'ERR_SYNC_IO' || err.code === 'ERR_SYNC_JOURNAL')
+    if (ctx.collection && ctx.db && !journalFailed) {
       try {
         this._enqueueEncoded([encodeOp({ collection: ctx.collection, db: ctx.db, kind: 'collection' }, this.config.localDb)])
         this.logger.warn(`reconcile of collection ${ctx.collection} queued to repair the failed capture`)

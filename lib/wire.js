@@ -57,7 +57,7 @@ function describe (v) {
  * Validates and encodes one op. Throws a TypeError that says what is wrong.
  * @param {{collection?: string, id?: any, db?: string, kind?: string}} op
  * @param {string} defaultDb
- * @returns {{c: string, d: string, k: number, v?: any}}
+ * @returns {{c: string, d: string, k: number, v?: any, i?: true}} `i`: an intent (`op.intent: true`)
  */
 function encodeOp (op, defaultDb) {
   if (op === null || typeof op !== 'object') {
