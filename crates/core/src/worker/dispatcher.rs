@@ -166,6 +166,15 @@ impl Worker {
                     if release.is_some() {
                         self.metrics.scans_coalesced.fetch_add(1, Relaxed);
                     }
+                    // A waiting intent that is this mark needs its own
+                    // timer: the vacant case's timer (if any) names an older
+                    // position and `intent_expired` ignores it, so without
+                    // one the scan and its held position would wait forever
+                    // for a post mark that may never come.
+                    timer = slot
+                        .waiting
+                        .as_ref()
+                        .is_some_and(|w| w.intent && w.seq == seq);
                     if !slot.running && slot.waiting.as_ref().is_some_and(|w| !w.intent) {
                         start = slot.take_waiting(&self.scans_waiting).map(|w| w.seq);
                     }
@@ -285,5 +294,122 @@ impl Worker {
         self.scans_completed.fetch_add(1, SeqCst);
         self.active_scans.fetch_sub(1, SeqCst);
         self.release(&[seq]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::Applier;
+    use crate::clients::LazyClient;
+    use crate::deadletter::DeadLetterStore;
+    use crate::journal::{Journal, JournalConfig};
+    use crate::metrics::Metrics;
+    use crate::queue::MarkQueue;
+    use crate::worker::WorkerSettings;
+
+    /// A worker over an empty journal whose scanner counts its calls and
+    /// holds the first scan until `gate` is notified. No server is contacted.
+    fn worker(dir: &std::path::Path, gate: Arc<tokio::sync::Notify>) -> Arc<Worker> {
+        let (journal, recovery) = Journal::open(JournalConfig {
+            dir: dir.to_path_buf(),
+            segment_bytes: 1 << 20,
+            fsync_interval: Duration::from_secs(1),
+            persist: false,
+        })
+        .expect("journal");
+        let queue = Arc::new(MarkQueue::new(Arc::new(journal), 64, recovery.start, 0));
+        let nowhere = || {
+            Arc::new(LazyClient::new(
+                "mongodb://127.0.0.1:1",
+                "test",
+                Duration::from_millis(10),
+            ))
+        };
+        let applier = Arc::new(Applier {
+            local: nowhere(),
+            atlas: nowhere(),
+            read_mode: tokio::sync::OnceCell::new(),
+            write_limit: tokio::sync::OnceCell::new(),
+            atlas_db: Arc::new(|db: &str| db.to_owned()),
+            scope: Default::default(),
+            verify_acked: false,
+        });
+        let w = Worker::new(
+            queue,
+            Arc::new(Metrics::default()),
+            Arc::new(DeadLetterStore::open(None).expect("store")),
+            applier,
+            WorkerSettings {
+                batch_size: 10,
+                interval: Duration::ZERO,
+                max_retries: 1,
+                backoff_min: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(1),
+                fsync_interval: Duration::from_secs(1),
+                intent_delay: Duration::from_millis(20),
+                inflight_cap: 100,
+            },
+            1,
+            // Every position below this is applied: scans start at once.
+            u64::MAX,
+        );
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let scanner: CollectionScanner = Arc::new(move |_ns| {
+            let first = calls.fetch_add(1, SeqCst) == 0;
+            let gate = gate.clone();
+            Box::pin(async move {
+                if first {
+                    gate.notified().await;
+                }
+                Ok(0)
+            })
+        });
+        *lock(&w.scanner) = Some(scanner);
+        w
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(20), async {
+            while !cond() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "timed out waiting for {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_intent_behind_a_running_scan_still_expires_into_a_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let w = worker(dir.path(), gate.clone());
+        let ns = Arc::new(Namespace {
+            db: "d".into(),
+            coll: "c".into(),
+        });
+        // A plain collection mark: its scan runs (held at the gate).
+        w.hold(1, 1);
+        w.queue_scan(ns.clone(), 1, false);
+        until("the first scan to run", || w.active_scans.load(SeqCst) == 1).await;
+        // Two pre-write marks arrive while it runs; no post mark ever comes
+        // (the write failed before its post hook, say).
+        w.hold(2, 1);
+        w.queue_scan(ns.clone(), 2, true);
+        w.hold(3, 1);
+        w.queue_scan(ns.clone(), 3, true);
+        gate.notify_one();
+        // After `intent_delay` the waiting intent scans like a plain mark and
+        // releases its position: nothing is held forever.
+        until("the intent's scan to finish", || {
+            w.scans_completed.load(SeqCst) == 2
+        })
+        .await;
+        until("every position to be released", || {
+            lock(&w.inflight).is_empty()
+        })
+        .await;
+        assert_eq!(w.scans_in_flight(), 0);
+        assert!(lock(&w.scans).is_empty());
     }
 }
