@@ -154,10 +154,13 @@ impl Worker {
                             slot.waiting = Some(WaitingScan { seq, intent });
                             self.scans_waiting.fetch_add(1, SeqCst);
                         }
-                        // An intent joining a plain waiting scan: that scan
-                        // starts later than this intent's own post mark
-                        // would make it, or the post mark replaces it.
-                        Some(w) if intent && !w.intent => release = Some(seq),
+                        // The newest mark takes the slot, an intent too: a
+                        // plain waiting scan may read before the intent's
+                        // write commits, so releasing the intent instead
+                        // would lose that write if the process died before
+                        // its post mark (as a document intent is kept).
+                        // The scan it replaces is covered: it starts after
+                        // everything before `seq` is applied.
                         Some(w) => {
                             release = Some(w.seq);
                             *w = WaitingScan { seq, intent };
@@ -410,6 +413,37 @@ mod tests {
         })
         .await;
         assert_eq!(w.scans_in_flight(), 0);
+        assert!(lock(&w.scans).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_intent_joining_a_waiting_plain_scan_keeps_its_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let w = worker(dir.path(), gate.clone());
+        let ns = Arc::new(Namespace {
+            db: "d".into(),
+            coll: "c".into(),
+        });
+        w.hold(1, 1);
+        w.queue_scan(ns.clone(), 1, false);
+        until("the first scan to run", || w.active_scans.load(SeqCst) == 1).await;
+        w.hold(2, 1);
+        w.queue_scan(ns.clone(), 2, false);
+        // The pre-write mark of a write still under way: the waiting scan may
+        // read before that write commits, so if its position went now a crash
+        // before the post mark is journaled would lose the write.
+        w.hold(3, 1);
+        w.queue_scan(ns.clone(), 3, true);
+        assert!(
+            lock(&w.inflight).contains_key(&3),
+            "the intent's position was released while its scan had not started"
+        );
+        gate.notify_one();
+        until("the scans to finish", || {
+            w.scans_in_flight() == 0 && lock(&w.inflight).is_empty()
+        })
+        .await;
         assert!(lock(&w.scans).is_empty());
     }
 }
