@@ -303,60 +303,12 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::Applier;
-    use crate::clients::LazyClient;
-    use crate::deadletter::DeadLetterStore;
-    use crate::journal::{Journal, JournalConfig};
-    use crate::metrics::Metrics;
-    use crate::queue::MarkQueue;
-    use crate::worker::WorkerSettings;
+    use crate::worker::tests::test_worker;
 
-    /// A worker over an empty journal whose scanner counts its calls and
-    /// holds the first scan until `gate` is notified. No server is contacted.
+    /// A worker whose scanner counts its calls and holds the first scan
+    /// until `gate` is notified. No server is contacted.
     fn worker(dir: &std::path::Path, gate: Arc<tokio::sync::Notify>) -> Arc<Worker> {
-        let (journal, recovery) = Journal::open(JournalConfig {
-            dir: dir.to_path_buf(),
-            segment_bytes: 1 << 20,
-            fsync_interval: Duration::from_secs(1),
-            persist: false,
-        })
-        .expect("journal");
-        let queue = Arc::new(MarkQueue::new(Arc::new(journal), 64, recovery.start, 0));
-        let nowhere = || {
-            Arc::new(LazyClient::new(
-                "mongodb://127.0.0.1:1",
-                "test",
-                Duration::from_millis(10),
-            ))
-        };
-        let applier = Arc::new(Applier {
-            local: nowhere(),
-            atlas: nowhere(),
-            read_mode: tokio::sync::OnceCell::new(),
-            write_limit: tokio::sync::OnceCell::new(),
-            atlas_db: Arc::new(|db: &str| db.to_owned()),
-            scope: Default::default(),
-            verify_acked: false,
-        });
-        let w = Worker::new(
-            queue,
-            Arc::new(Metrics::default()),
-            Arc::new(DeadLetterStore::open(None).expect("store")),
-            applier,
-            WorkerSettings {
-                batch_size: 10,
-                interval: Duration::ZERO,
-                max_retries: 1,
-                backoff_min: Duration::from_millis(1),
-                backoff_max: Duration::from_millis(1),
-                fsync_interval: Duration::from_secs(1),
-                intent_delay: Duration::from_millis(20),
-                inflight_cap: 100,
-            },
-            1,
-            // Every position below this is applied: scans start at once.
-            u64::MAX,
-        );
+        let w = test_worker(dir);
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let scanner: CollectionScanner = Arc::new(move |_ns| {
             let first = calls.fetch_add(1, SeqCst) == 0;
