@@ -80,8 +80,6 @@ pub fn id_value(id: &RawDocumentBuf) -> Option<Bson> {
     Bson::try_from(v.to_raw_bson()).ok()
 }
 
-/// Checks a namespace the way MongoDB would reject it, so a bad mark is
-/// refused at enqueue instead of failing forever in the worker.
 /// An `_id` in the form the server matches it by: numbers that are equal
 /// across types (Int32 7, Int64 7, Double 7.0, and -0.0 / 0) give one key, so
 /// a mark, the document it names and its lane always meet.
@@ -112,6 +110,8 @@ pub fn canonical_id_bytes(id: &RawDocumentBuf) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
+/// Checks a namespace the way MongoDB would reject it, so a bad mark is
+/// refused at enqueue instead of failing forever in the worker.
 pub fn validate_namespace(db: &str, coll: &str) -> Result<(), MarkError> {
     if coll.is_empty() {
         return Err(MarkError::Invalid(

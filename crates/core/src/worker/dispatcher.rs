@@ -154,10 +154,13 @@ impl Worker {
                             slot.waiting = Some(WaitingScan { seq, intent });
                             self.scans_waiting.fetch_add(1, SeqCst);
                         }
-                        // An intent joining a plain waiting scan: that scan
-                        // starts later than this intent's own post mark
-                        // would make it, or the post mark replaces it.
-                        Some(w) if intent && !w.intent => release = Some(seq),
+                        // The newest mark takes the slot, an intent too: a
+                        // plain waiting scan may read before the intent's
+                        // write commits, so releasing the intent instead
+                        // would lose that write if the process died before
+                        // its post mark (as a document intent is kept).
+                        // The scan it replaces is covered: it starts after
+                        // everything before `seq` is applied.
                         Some(w) => {
                             release = Some(w.seq);
                             *w = WaitingScan { seq, intent };
@@ -166,6 +169,15 @@ impl Worker {
                     if release.is_some() {
                         self.metrics.scans_coalesced.fetch_add(1, Relaxed);
                     }
+                    // A waiting intent that is this mark needs its own
+                    // timer: the vacant case's timer (if any) names an older
+                    // position and `intent_expired` ignores it, so without
+                    // one the scan and its held position would wait forever
+                    // for a post mark that may never come.
+                    timer = slot
+                        .waiting
+                        .as_ref()
+                        .is_some_and(|w| w.intent && w.seq == seq);
                     if !slot.running && slot.waiting.as_ref().is_some_and(|w| !w.intent) {
                         start = slot.take_waiting(&self.scans_waiting).map(|w| w.seq);
                     }
@@ -285,5 +297,105 @@ impl Worker {
         self.scans_completed.fetch_add(1, SeqCst);
         self.active_scans.fetch_sub(1, SeqCst);
         self.release(&[seq]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::tests::test_worker;
+
+    /// A worker whose scanner counts its calls and holds the first scan
+    /// until `gate` is notified. No server is contacted.
+    fn worker(dir: &std::path::Path, gate: Arc<tokio::sync::Notify>) -> Arc<Worker> {
+        let w = test_worker(dir);
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let scanner: CollectionScanner = Arc::new(move |_ns| {
+            let first = calls.fetch_add(1, SeqCst) == 0;
+            let gate = gate.clone();
+            Box::pin(async move {
+                if first {
+                    gate.notified().await;
+                }
+                Ok(0)
+            })
+        });
+        *lock(&w.scanner) = Some(scanner);
+        w
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(20), async {
+            while !cond() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "timed out waiting for {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_intent_behind_a_running_scan_still_expires_into_a_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let w = worker(dir.path(), gate.clone());
+        let ns = Arc::new(Namespace {
+            db: "d".into(),
+            coll: "c".into(),
+        });
+        // A plain collection mark: its scan runs (held at the gate).
+        w.hold(1, 1);
+        w.queue_scan(ns.clone(), 1, false);
+        until("the first scan to run", || w.active_scans.load(SeqCst) == 1).await;
+        // Two pre-write marks arrive while it runs; no post mark ever comes
+        // (the write failed before its post hook, say).
+        w.hold(2, 1);
+        w.queue_scan(ns.clone(), 2, true);
+        w.hold(3, 1);
+        w.queue_scan(ns.clone(), 3, true);
+        gate.notify_one();
+        // After `intent_delay` the waiting intent scans like a plain mark and
+        // releases its position: nothing is held forever.
+        until("the intent's scan to finish", || {
+            w.scans_completed.load(SeqCst) == 2
+        })
+        .await;
+        until("every position to be released", || {
+            lock(&w.inflight).is_empty()
+        })
+        .await;
+        assert_eq!(w.scans_in_flight(), 0);
+        assert!(lock(&w.scans).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_intent_joining_a_waiting_plain_scan_keeps_its_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let w = worker(dir.path(), gate.clone());
+        let ns = Arc::new(Namespace {
+            db: "d".into(),
+            coll: "c".into(),
+        });
+        w.hold(1, 1);
+        w.queue_scan(ns.clone(), 1, false);
+        until("the first scan to run", || w.active_scans.load(SeqCst) == 1).await;
+        w.hold(2, 1);
+        w.queue_scan(ns.clone(), 2, false);
+        // The pre-write mark of a write still under way: the waiting scan may
+        // read before that write commits, so if its position went now a crash
+        // before the post mark is journaled would lose the write.
+        w.hold(3, 1);
+        w.queue_scan(ns.clone(), 3, true);
+        assert!(
+            lock(&w.inflight).contains_key(&3),
+            "the intent's position was released while its scan had not started"
+        );
+        gate.notify_one();
+        until("the scans to finish", || {
+            w.scans_in_flight() == 0 && lock(&w.inflight).is_empty()
+        })
+        .await;
+        assert!(lock(&w.scans).is_empty());
     }
 }

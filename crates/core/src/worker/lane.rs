@@ -284,8 +284,19 @@ impl Worker {
             Entry::Occupied(mut e) => {
                 // A newer mark arrived meanwhile: merge, keep the failure count.
                 let newer = e.get_mut();
+                // Only a plain newer mark covers the intents this one held.
+                let newer_plain = !newer.intent;
+                if newer.intent && !doc.intent {
+                    // The newer entry holds only intents, whose writes may
+                    // not have committed, and this document goes out again
+                    // now: like intents joining a plain entry (`route`),
+                    // they outlive that send instead of being released by it.
+                    let mut intents = std::mem::take(&mut newer.seqs);
+                    newer.later_intents.append(&mut intents);
+                    newer.intent = false;
+                }
                 newer.seqs.append(&mut doc.seqs);
-                if newer.intent {
+                if !newer_plain {
                     newer.later_intents.append(&mut doc.later_intents);
                 } else {
                     // The newer plain mark was journaled after these intents,
@@ -344,5 +355,46 @@ impl Worker {
         self.pending_docs.fetch_sub(1, Relaxed);
         self.release(&doc.seqs);
         self.release(&doc.later_intents);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mark::Namespace;
+    use crate::worker::tests::test_worker;
+
+    #[test]
+    fn a_resent_document_does_not_carry_a_waiting_intent_past_its_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = test_worker(dir.path());
+        let key = DocKey {
+            ns: Arc::new(Namespace {
+                db: "d".into(),
+                coll: "c".into(),
+            }),
+            id: Arc::new(crate::mark::id_doc(bson::Bson::Int32(1)).expect("an _id")),
+        };
+        let lane = &w.lanes[0];
+        w.hold(5, 1);
+        w.route(key.clone(), 5, 0, false);
+        let sent = w.next_batch(lane).expect("the plain mark goes out");
+        // While it is on its way, a pre-write mark of the same document:
+        // its write may commit only later, so it waits for its post mark.
+        w.hold(6, 1);
+        w.route(key.clone(), 6, 0, true);
+        // Another process changed the document meanwhile: send it again.
+        w.settle(lane, sent, vec![DocOutcome::Superseded]);
+        let resent = w
+            .next_batch(lane)
+            .expect("the superseded document goes out again");
+        w.settle(lane, resent, vec![DocOutcome::Upserted]);
+        // That send may have read before the intent's write: its position
+        // must outlive it, or a crash before the post mark loses the write.
+        assert!(
+            lock(&w.inflight).contains_key(&6),
+            "the intent's position was released by a send that may have read before its write"
+        );
+        assert!(!lock(&w.inflight).contains_key(&5));
     }
 }

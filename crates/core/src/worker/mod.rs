@@ -343,6 +343,56 @@ mod tests {
     use super::*;
     use bson::Bson;
 
+    /// A worker over an empty journal, one lane, no batching delay and a
+    /// 20 ms `intent_delay`. No server is contacted unless a lane runs.
+    pub(in crate::worker) fn test_worker(dir: &std::path::Path) -> Arc<Worker> {
+        use crate::clients::LazyClient;
+        use crate::journal::{Journal, JournalConfig};
+        let (journal, recovery) = Journal::open(JournalConfig {
+            dir: dir.to_path_buf(),
+            segment_bytes: 1 << 20,
+            fsync_interval: Duration::from_secs(1),
+            persist: false,
+        })
+        .expect("journal");
+        let queue = Arc::new(MarkQueue::new(Arc::new(journal), 64, recovery.start, 0));
+        let nowhere = || {
+            Arc::new(LazyClient::new(
+                "mongodb://127.0.0.1:1",
+                "test",
+                Duration::from_millis(10),
+            ))
+        };
+        let applier = Arc::new(Applier {
+            local: nowhere(),
+            atlas: nowhere(),
+            read_mode: tokio::sync::OnceCell::new(),
+            write_limit: tokio::sync::OnceCell::new(),
+            atlas_db: Arc::new(|db: &str| db.to_owned()),
+            scope: Default::default(),
+            verify_acked: false,
+        });
+        Worker::new(
+            queue,
+            Arc::new(Metrics::default()),
+            Arc::new(DeadLetterStore::open(None).expect("store")),
+            applier,
+            WorkerSettings {
+                batch_size: 10,
+                interval: Duration::ZERO,
+                max_retries: 1,
+                backoff_min: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(1),
+                fsync_interval: Duration::from_secs(1),
+                intent_delay: Duration::from_millis(20),
+                inflight_cap: 100,
+            },
+            1,
+            // Every position below this is applied: scans start at once.
+            u64::MAX,
+        )
+    }
+
     fn key(ns: &Arc<Namespace>, id: Bson) -> DocKey {
         DocKey {
             ns: ns.clone(),
