@@ -195,9 +195,13 @@ function printable (op) {
 // ---- execution -----------------------------------------------------------------------------
 
 /** Errors an app sees in normal operation with these ops: duplicate keys, lost save races. */
+// A duplicate key is the app's own race. MongoDB answers 11000; the DocumentDB gateway answers a
+// unique violation inside a transaction with code 112 and PostgreSQL's SQLSTATE 23505 as codeName.
+const isDuplicateKey = (e) => e.code === 11000 || (e.code === 112 && e.codeName === 'SqlState(E23505)')
+
 function expectedError (err) {
   if (!err) return false
-  if (err.code === 11000 || (Array.isArray(err.writeErrors) && err.writeErrors.every((e) => e.code === 11000))) return true
+  if (isDuplicateKey(err) || (Array.isArray(err.writeErrors) && err.writeErrors.every(isDuplicateKey))) return true
   return ['DocumentNotFoundError', 'VersionError'].includes(err.name)
 }
 
