@@ -84,4 +84,22 @@ describe('close()', () => {
       await next.close({ drainTimeoutMs: 0 })
     }
   })
+
+  it('still drains and closes its own engine when closing an adopted sibling engine fails', async () => {
+    const logs = []
+    const logger = Object.fromEntries(['debug', 'info', 'warn', 'error'].map((l) => [l, (m) => logs.push(`${l} ${m}`)]))
+    const { sync } = await openTestSync(servers, dbName, { dirPrefix: 'dualsync-close-adopt-', logger })
+    const schema = new mongoose.Schema({ n: Number })
+    schema.plugin(sync.plugin)
+    const Tab = conn.model('Tab', schema)
+    sync.pause()
+    await Tab.create({ n: 1 })
+    sync.resume()
+    // The adopter is internal; what matters is that its failure is contained and visible.
+    sync._adopter = { stop: async () => { throw new Error('sibling engine refused to close') } }
+    expect(await sync.close({ drainTimeoutMs: 60000 })).toBe(true)
+    expect(logs.some((l) => /^error closing the adopted instance's engine failed .*sibling engine refused to close/.test(l))).toBe(true)
+    expect(() => sync.enqueue({ collection: 'tabs', id: 'x' })).toThrow(expect.objectContaining({ code: 'ERR_SYNC_CLOSED' }))
+    assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, dbName))
+  })
 })

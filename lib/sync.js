@@ -343,7 +343,13 @@ class Sync extends EventEmitter {
     // journaled (sent now, or after the next start). Only once it is closed
     // does enqueue throw ERR_SYNC_CLOSED.
     this._closing = (async () => {
-      if (adopter) await adopter.stop()
+      // A sibling's engine that fails to close must not keep ours from draining; its
+      // journal stays on disk and is adopted again after the next start.
+      if (adopter) {
+        await adopter.stop().catch((e) => {
+          this.logger.error(`closing the adopted instance's engine failed (its journal stays for the next start): ${scrub(e && e.message ? e.message : String(e), this._secrets)}`)
+        })
+      }
       return engine.close(drainTimeoutMs)
     })().then((drained) => {
       this._engine = null

@@ -149,7 +149,7 @@ fn scope_rules_from_js(rules: Vec<NativeScopeRule>) -> Result<ScopeRules, String
 }
 
 /// The op kinds of the wire form (`k` of an op): the one table. lib/wire.js
-/// holds the same names, checked against `opKinds()` by `__test__/engine.test.js`.
+/// holds the same names, checked against `opKinds()` by `__test__/binding.test.js`.
 pub mod kind {
     pub const OBJECT_ID: u32 = 0;
     pub const STRING: u32 = 1;
