@@ -34,10 +34,12 @@ export declare class NativeEngine {
    */
   flush(timeoutMs: number): Promise<boolean>
   /**
-   * Drains up to `drain_timeout_ms`, then stops. Resolves whether the
-   * backlog was fully drained (the rest stays in the journal).
+   * Drains up to `drain_timeout_ms`, then stops. Resolves `{drained,
+   * lostMarks}`: whether the backlog was fully drained (the rest stays in
+   * the journal), and the lost-marks state after the last attempt to
+   * journal their reconcile reminders (`reconcilePending`: what could not be).
    */
-  close(drainTimeoutMs: number): Promise<boolean>
+  close(drainTimeoutMs: number): Promise<any>
   pause(): void
   resume(): void
   /**

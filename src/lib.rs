@@ -142,15 +142,17 @@ impl NativeEngine {
             .map_err(|e| Error::from_reason(e.to_string()))
     }
 
-    /// Drains up to `drain_timeout_ms`, then stops. Resolves whether the
-    /// backlog was fully drained (the rest stays in the journal).
+    /// Drains up to `drain_timeout_ms`, then stops. Resolves `{drained,
+    /// lostMarks}`: whether the backlog was fully drained (the rest stays in
+    /// the journal), and the lost-marks state after the last attempt to
+    /// journal their reconcile reminders (`reconcilePending`: what could not be).
     #[napi]
-    pub async fn close(&self, drain_timeout_ms: f64) -> Result<bool> {
+    pub async fn close(&self, drain_timeout_ms: f64) -> Result<serde_json::Value> {
         // The engine stays reachable while it drains: marks captured during
         // the drain are still journaled (sent now or after the next start).
         let engine = match self.engine() {
             Ok(e) => e,
-            Err(_) => return Ok(true),
+            Err(_) => return Ok(serde_json::json!({ "drained": true, "lostMarks": null })),
         };
         let timeout = Duration::from_millis(drain_timeout_ms.max(0.0) as u64);
         // The close future drops the engine's own runtime, so it runs on a
@@ -167,6 +169,7 @@ impl NativeEngine {
             let _ = tx.send((drained, engine));
         });
         let (drained, engine) = rx.await.map_err(|e| Error::from_reason(e.to_string()))?;
+        let lost = engine.lost.snapshot();
         if let Ok(mut g) = self.inner.write() {
             g.take();
         }
@@ -178,7 +181,7 @@ impl NativeEngine {
             let _ = tx.send(());
         });
         let _ = rx.await;
-        Ok(drained)
+        Ok(serde_json::json!({ "drained": drained, "lostMarks": lost }))
     }
 
     #[napi]
