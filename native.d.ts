@@ -26,6 +26,12 @@ export declare class NativeEngine {
    * object and an array on the app's thread.
    */
   enqueueOne(c: string, d: string, k: number, v?: string | number | Buffer | undefined | null, i?: boolean | undefined | null): number
+  /**
+   * Two marks as positional arguments, journaled with one write: a
+   * write's intent with the previous write's post mark (lib/postmarks.js),
+   * without the ten property reads of `enqueue([a, b])`.
+   */
+  enqueueTwo(c: string, d: string, k: number, v: string | number | Buffer | undefined | null, i: boolean | undefined | null, c2: string, d2: string, k2: number, v2?: string | number | Buffer | undefined | null, i2?: boolean | undefined | null): number
   /** Metrics snapshot (plain JSON object). */
   metrics(): any
   /**

@@ -189,10 +189,15 @@ class Sync extends EventEmitter {
   _enqueueEncoded (encoded) {
     if (encoded.length === 0) return 0
     try {
+      // Positional arguments: no objects or array for the addon to read back (the common
+      // cases: one mark, or a write's intent with the previous write's post mark).
       if (encoded.length === 1) {
-        // Positional arguments: no object or array for the addon to read back.
         const e = encoded[0]
         return this._native().enqueueOne(e.c, e.d, e.k, e.v, e.i)
+      }
+      if (encoded.length === 2) {
+        const [a, b] = encoded
+        return this._native().enqueueTwo(a.c, a.d, a.k, a.v, a.i, b.c, b.d, b.k, b.v, b.i)
       }
       return this._native().enqueue(encoded)
     } catch (e) {

@@ -123,6 +123,36 @@ impl NativeEngine {
         self.enqueue(vec![NativeMark { c, d, k, v, i }])
     }
 
+    /// Two marks as positional arguments, journaled with one write: a
+    /// write's intent with the previous write's post mark (lib/postmarks.js),
+    /// without the ten property reads of `enqueue([a, b])`.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue_two(
+        &self,
+        c: String,
+        d: String,
+        k: u32,
+        v: Option<Either3<String, f64, Buffer>>,
+        i: Option<bool>,
+        c2: String,
+        d2: String,
+        k2: u32,
+        v2: Option<Either3<String, f64, Buffer>>,
+        i2: Option<bool>,
+    ) -> Result<u32, String> {
+        self.enqueue(vec![
+            NativeMark { c, d, k, v, i },
+            NativeMark {
+                c: c2,
+                d: d2,
+                k: k2,
+                v: v2,
+                i: i2,
+            },
+        ])
+    }
+
     /// Metrics snapshot (plain JSON object).
     #[napi]
     pub fn metrics(&self) -> Result<serde_json::Value, String> {
