@@ -26,6 +26,12 @@ export declare class NativeEngine {
    * object and an array on the app's thread.
    */
   enqueueOne(c: string, d: string, k: number, v?: string | number | Buffer | undefined | null, i?: boolean | undefined | null): number
+  /**
+   * Two marks as positional arguments, journaled with one write: a
+   * write's intent with the previous write's post mark (lib/postmarks.js),
+   * without the ten property reads of `enqueue([a, b])`.
+   */
+  enqueueTwo(c: string, d: string, k: number, v: string | number | Buffer | undefined | null, i: boolean | undefined | null, c2: string, d2: string, k2: number, v2?: string | number | Buffer | undefined | null, i2?: boolean | undefined | null): number
   /** Metrics snapshot (plain JSON object). */
   metrics(): any
   /**
@@ -34,10 +40,12 @@ export declare class NativeEngine {
    */
   flush(timeoutMs: number): Promise<boolean>
   /**
-   * Drains up to `drain_timeout_ms`, then stops. Resolves whether the
-   * backlog was fully drained (the rest stays in the journal).
+   * Drains up to `drain_timeout_ms`, then stops. Resolves `{drained,
+   * lostMarks}`: whether the backlog was fully drained (the rest stays in
+   * the journal), and the lost-marks state after the last attempt to
+   * journal their reconcile reminders (`reconcilePending`: what could not be).
    */
-  close(drainTimeoutMs: number): Promise<boolean>
+  close(drainTimeoutMs: number): Promise<any>
   pause(): void
   resume(): void
   /**

@@ -62,6 +62,16 @@ describe('native binding', () => {
       expect(codeOf(() => new native.NativeEngine({ ...cfg }, () => {}))).toBe('ERR_SYNC_LOCKED') // lib/open.js waits on this code
       expect(codeOf(() => engine.enqueue([{ c: 'x', d: 'binding', k: K.OBJECT_ID, v: 'not-hex' }]))).toBe('ERR_SYNC_INVALID')
       expect(codeOf(() => engine.jobSnapshot('nope'))).toBe('ERR_SYNC_INVALID')
+      // Two marks as arguments: both journaled, or (one invalid) neither, naming the bad one.
+      expect(engine.enqueueTwo('x', 'binding', K.STRING, 'a', undefined, 'y', 'binding', K.INT32, 7, true)).toBe(2)
+      let bad = null
+      try { engine.enqueueTwo('x', 'binding', K.STRING, 'b', undefined, 'y', 'binding', K.OBJECT_ID, 'not-hex', true) } catch (e) { bad = e }
+      expect(bad && bad.code).toBe('ERR_SYNC_INVALID')
+      expect(bad.message).toMatch(/op 1 .*not-hex/)
+      expect(engine.metrics().enqueued).toBe(2)
+      const closed = await engine.close(0)
+      expect(typeof closed.drained).toBe('boolean')
+      expect(closed.lostMarks).toEqual({ count: 0, reconcilePending: [], lastError: null })
     } finally {
       await engine.close(0)
     }

@@ -51,6 +51,18 @@ afterAll(async () => {
   fs.rmSync(mountDir, { recursive: true, force: true })
 })
 
+/** Writes `file` until the tmpfs is full. */
+function fillDisk (file) {
+  const fd = fs.openSync(file, 'w')
+  try {
+    for (;;) fs.writeSync(fd, Buffer.alloc(4096, 1))
+  } catch (e) {
+    expect(e.code).toBe('ENOSPC')
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 describe('journal on a full disk', () => {
   it('frees acknowledged segments first, counts and reports lost marks, and reconciles them once space returns', async (ctx) => {
     if (mountError) {
@@ -74,14 +86,7 @@ describe('journal on a full disk', () => {
 
     // The disk fills up (the journal's last page may still have room).
     const filler = path.join(mountDir, 'filler')
-    const fd = fs.openSync(filler, 'w')
-    try {
-      for (;;) fs.writeSync(fd, Buffer.alloc(4096, 1))
-    } catch (e) {
-      expect(e.code).toBe('ENOSPC')
-    } finally {
-      fs.closeSync(fd)
-    }
+    fillDisk(filler)
 
     // Marks keep fitting (none throws) while everything before them is acknowledged: once
     // the last page's room is used, the acknowledged segment is deleted to make room.
@@ -129,4 +134,44 @@ describe('journal on a full disk', () => {
     expect(sync.health().reasons.join('\n')).not.toMatch(/could not be journaled/)
     expect(sync.metrics().lostMarks.count).toBe(20)
   }, 300_000)
+
+  it('a clean close while the journal still refuses: the lost reconcile reminder is logged with its collections and count, and health says so', async (ctx) => {
+    if (mountError) ctx.skip()
+    const closeLogs = []
+    const closeLogger = Object.fromEntries(['debug', 'info', 'warn', 'error'].map((l) => [l, (m) => closeLogs.push(`${l} ${m}`)]))
+    const s2 = await createSync({
+      enabled: true,
+      localUri: `${servers.local.uri}/${dbName}`,
+      atlasUri: `${servers.atlas.uri}/${dbName}`,
+      dataDir: path.join(mountDir, 'sync-close'),
+      workerInterval: 0,
+      adoptIntervalMs: 0,
+      logLevel: 'info',
+      logger: closeLogger
+    })
+    const filler = path.join(mountDir, 'filler-close')
+    try {
+      s2.pause()
+      fillDisk(filler)
+      let lost = 0
+      for (let i = 0; lost < 3 && i < 100000; i++) {
+        try {
+          s2.enqueue({ collection: 'tabs', id: `t${i}` })
+        } catch (e) {
+          expect(e.code).toBe('ERR_SYNC_IO')
+          lost++
+        }
+      }
+      expect(lost).toBe(3)
+      expect(s2.metrics().lostMarks.reconcilePending).toEqual([`${dbName}.tabs`])
+      // Still full at close: the last attempt fails, and says what is lost.
+      await s2.close({ drainTimeoutMs: 0 })
+      expect(closeLogs.some((l) => l.startsWith('error reconcile reminder lost at close: 1 collection(s)') &&
+        l.includes(`${dbName}.tabs`) && l.includes('3 lost mark(s)'))).toBe(true)
+      expect(s2.health().reasons.join('\n')).toMatch(new RegExp(`3 mark\\(s\\) could not be journaled and the reconcile of ${dbName}\\.tabs could not be journaled at close`))
+    } finally {
+      await s2.close({ drainTimeoutMs: 0 })
+      fs.rmSync(filler, { force: true })
+    }
+  }, 120_000)
 })

@@ -6,6 +6,7 @@ const { scrub } = require('./redact')
 const { evaluateHealth } = require('./health')
 const { JobRunner, validateCron } = require('./jobs')
 const { describeScope } = require('./scope')
+const { PendingPosts } = require('./postmarks')
 
 let native = null
 function loadNative () {
@@ -43,11 +44,14 @@ class Sync extends EventEmitter {
     this._hookErrors = 0
     this._lastHookError = null
     this._lostAfterClose = 0
+    this._lostAtClose = null
     this._invalidOps = 0
     this._healthState = null
     this._engine = null
     this._closing = null
     this._plugin = null
+    // Post-write marks wait for the next intent's native call (lib/postmarks.js).
+    this._posts = new PendingPosts((encoded) => this._enqueueEncoded(encoded), (err, ctx) => this._hookError(err, ctx))
   }
 
   /** The Mongoose plugin: `mongoose.plugin(sync.plugin)` before models are compiled. */
@@ -130,12 +134,18 @@ class Sync extends EventEmitter {
     const excluded = new Set(this.config.excludedCollections)
     return createPlugin({
       mark: (ops) => {
+        const first = ops[0] || {}
+        const ctx = { hook: 'mark', collection: first.collection, db: first.db, marks: ops.length }
+        let encoded
         try {
-          this._enqueueEncoded(ops.map((op) => encodeOp(op, this.config.localDb)))
+          encoded = ops.map((op) => encodeOp(op, this.config.localDb))
         } catch (e) {
-          const first = ops[0] || {}
-          this._hookError(e, { hook: 'mark', collection: first.collection, db: first.db, marks: ops.length })
+          this._hookError(e, ctx)
+          return
         }
+        // One hook's marks are all intents (pre-write) or all post/error marks (sink.js).
+        if (first.intent === true) this._posts.sendWith(encoded, ctx)
+        else this._posts.add(encoded, ctx)
       },
       isExcluded: (name) => excluded.has(name),
       onError: (err, ctx) => this._hookError(err, ctx),
@@ -179,6 +189,16 @@ class Sync extends EventEmitter {
   _enqueueEncoded (encoded) {
     if (encoded.length === 0) return 0
     try {
+      // Positional arguments: no objects or array for the addon to read back (the common
+      // cases: one mark, or a write's intent with the previous write's post mark).
+      if (encoded.length === 1) {
+        const e = encoded[0]
+        return this._native().enqueueOne(e.c, e.d, e.k, e.v, e.i)
+      }
+      if (encoded.length === 2) {
+        const [a, b] = encoded
+        return this._native().enqueueTwo(a.c, a.d, a.k, a.v, a.i, b.c, b.d, b.k, b.v, b.i)
+      }
       return this._native().enqueue(encoded)
     } catch (e) {
       throw wrapNativeError(e, this._secrets)
@@ -226,7 +246,9 @@ class Sync extends EventEmitter {
 
   /** @returns {object} metrics snapshot */
   metrics () {
-    const m = this._native().metrics()
+    const engine = this._native()
+    this._posts.flush() // the counts include every capture made so far
+    const m = engine.metrics()
     // close() has started: it drains whatever the engine says (running or paused).
     if (this._closing && m.state !== 'closed') m.state = 'closing'
     m.hookErrors = this._hookErrors
@@ -241,6 +263,8 @@ class Sync extends EventEmitter {
     if (!this._engine) {
       const reasons = ['sync engine is closed']
       if (this._lostAfterClose) reasons.push(`${this._lostAfterClose} capture(s) made after close() finished were lost`)
+      const lost = this._lostAtClose
+      if (lost) reasons.push(`${lost.count} mark(s) could not be journaled and the reconcile of ${lost.reconcilePending.join(', ')} could not be journaled at close either: run a full sync of them after the next start`)
       return { status: 'unhealthy', reasons, checkedAt: new Date().toISOString() }
     }
     const h = evaluateHealth(this.metrics(), this.config)
@@ -260,7 +284,9 @@ class Sync extends EventEmitter {
    * @param {{timeoutMs?: number}} [opts]
    */
   async flush ({ timeoutMs = 30000 } = {}) {
-    return this._native().flush(timeoutMs).catch((e) => { throw wrapNativeError(e, this._secrets) })
+    const engine = this._native()
+    this._posts.flush()
+    return engine.flush(timeoutMs).catch((e) => { throw wrapNativeError(e, this._secrets) })
   }
 
   /**
@@ -342,6 +368,7 @@ class Sync extends EventEmitter {
     // The engine stays open while it drains: captures made meanwhile are
     // journaled (sent now, or after the next start). Only once it is closed
     // does enqueue throw ERR_SYNC_CLOSED.
+    this._posts.flush() // while the engine takes marks; later ones go while it drains
     this._closing = (async () => {
       // A sibling's engine that fails to close must not keep ours from draining; its
       // journal stays on disk and is adopted again after the next start.
@@ -351,7 +378,8 @@ class Sync extends EventEmitter {
         })
       }
       return engine.close(drainTimeoutMs)
-    })().then((drained) => {
+    })().then(({ drained, lostMarks }) => {
+      this._lostAtClose = lostMarks && lostMarks.reconcilePending.length > 0 ? lostMarks : null
       this._engine = null
       this.emit('close', { drained })
       return drained

@@ -123,6 +123,36 @@ impl NativeEngine {
         self.enqueue(vec![NativeMark { c, d, k, v, i }])
     }
 
+    /// Two marks as positional arguments, journaled with one write: a
+    /// write's intent with the previous write's post mark (lib/postmarks.js),
+    /// without the ten property reads of `enqueue([a, b])`.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue_two(
+        &self,
+        c: String,
+        d: String,
+        k: u32,
+        v: Option<Either3<String, f64, Buffer>>,
+        i: Option<bool>,
+        c2: String,
+        d2: String,
+        k2: u32,
+        v2: Option<Either3<String, f64, Buffer>>,
+        i2: Option<bool>,
+    ) -> Result<u32, String> {
+        self.enqueue(vec![
+            NativeMark { c, d, k, v, i },
+            NativeMark {
+                c: c2,
+                d: d2,
+                k: k2,
+                v: v2,
+                i: i2,
+            },
+        ])
+    }
+
     /// Metrics snapshot (plain JSON object).
     #[napi]
     pub fn metrics(&self) -> Result<serde_json::Value, String> {
@@ -142,15 +172,17 @@ impl NativeEngine {
             .map_err(|e| Error::from_reason(e.to_string()))
     }
 
-    /// Drains up to `drain_timeout_ms`, then stops. Resolves whether the
-    /// backlog was fully drained (the rest stays in the journal).
+    /// Drains up to `drain_timeout_ms`, then stops. Resolves `{drained,
+    /// lostMarks}`: whether the backlog was fully drained (the rest stays in
+    /// the journal), and the lost-marks state after the last attempt to
+    /// journal their reconcile reminders (`reconcilePending`: what could not be).
     #[napi]
-    pub async fn close(&self, drain_timeout_ms: f64) -> Result<bool> {
+    pub async fn close(&self, drain_timeout_ms: f64) -> Result<serde_json::Value> {
         // The engine stays reachable while it drains: marks captured during
         // the drain are still journaled (sent now or after the next start).
         let engine = match self.engine() {
             Ok(e) => e,
-            Err(_) => return Ok(true),
+            Err(_) => return Ok(serde_json::json!({ "drained": true, "lostMarks": null })),
         };
         let timeout = Duration::from_millis(drain_timeout_ms.max(0.0) as u64);
         // The close future drops the engine's own runtime, so it runs on a
@@ -167,6 +199,7 @@ impl NativeEngine {
             let _ = tx.send((drained, engine));
         });
         let (drained, engine) = rx.await.map_err(|e| Error::from_reason(e.to_string()))?;
+        let lost = engine.lost.snapshot();
         if let Ok(mut g) = self.inner.write() {
             g.take();
         }
@@ -178,7 +211,7 @@ impl NativeEngine {
             let _ = tx.send(());
         });
         let _ = rx.await;
-        Ok(drained)
+        Ok(serde_json::json!({ "drained": drained, "lostMarks": lost }))
     }
 
     #[napi]

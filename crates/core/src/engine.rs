@@ -469,6 +469,11 @@ impl Engine {
                 abort.abort();
             }
         }
+        // The reminder loop has stopped: a last attempt to journal its
+        // reminders, which live in memory only and would end with the process.
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            crate::lost::requeue_at_close(&self.lost, &self.queue)
+        });
         // Marks journaled while draining stay in the journal for the next start.
         self.closed.store(true, Release);
         tracing::dispatcher::with_default(&self.dispatch, || {
