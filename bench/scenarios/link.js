@@ -1,0 +1,199 @@
+'use strict'
+// link: draining a backlog to Atlas across a slow link (issue 13, item 1), and the local
+// server's CPU per drained document (item 5).
+//
+// "Atlas" sits behind the loopback proxy shaped like each profile of bench/lib/link.js
+// (RTT 20/60/150 ms × 2 and 10 MB/s). Per profile, through the same proxy:
+//   (a) a raw driver loop of batched replace-upserts, documents in memory (no local read),
+//       swept briefly over batch size × in flight on a subset; the best setting then runs on
+//       all documents: the link's own limit for any pipeline that sends state;
+//   (b) the old pipeline (array → setInterval 100 ms → 100 single replaceOne), time-bound:
+//       over a slow link it takes minutes, so it runs for a window and its rate is reported;
+//   the engine: every document marked while paused, resume() → flush() timed.
+// Item 5: the local server's CPU (whole process tree, /proc) per document while the engine
+// drains, vs a raw `$in` read of the same documents in batches of 100 (driver, no link).
+
+const { connect, prepareCollection, resetCollection } = require('../lib/servers')
+const { openSync, markAll } = require('../lib/engine')
+const { makeDoc } = require('../lib/docs')
+const { round } = require('../lib/stats')
+const { cpuSnapshot, cpuDelta } = require('../lib/cpu')
+const { PROFILES, profile, startLink, bytes } = require('../lib/link')
+const { rawUpserts, oldPipeline } = require('../lib/baselines')
+
+const COLL = 'link_docs'
+const GOAL_A = 0.9
+const GOAL_B = 10
+const GOAL_CPU = 1.2
+const SWEEP = [[100, 4], [100, 16], [500, 4], [500, 16], [1000, 2], [1000, 8]]
+
+function params (smoke) {
+  return smoke
+    ? { docs: 1500, sweepDocs: 500, oldWindowSec: 3, profiles: ['rtt60-2mbps', 'rtt150-10mbps'] }
+    : { docs: 20000, sweepDocs: 4000, oldWindowSec: 10, profiles: PROFILES.map((p) => p.name) }
+}
+
+async function run ({ smoke, pair, log }) {
+  const p = params(smoke)
+  const n = p.docs
+  const local = await connect(pair.local.uri)
+  const atlas = await connect(pair.atlas.uri)
+  await prepareCollection(pair.local, local, 'bench', COLL)
+  const docs = Array.from({ length: n }, (_, i) => makeDoc(i))
+  for (let i = 0; i < n; i += 1000) await local.db('bench').collection(COLL).insertMany(docs.slice(i, i + 1000), { ordered: false })
+  const ids = docs.map((d) => d._id)
+  const reset = () => resetCollection(pair.atlas, atlas, 'bench', COLL)
+  async function checkAtlas (label, expected = n) {
+    const count = await atlas.db('bench').collection(COLL).countDocuments({})
+    if (count !== expected) throw new Error(`link ${label}: Atlas holds ${count} documents, expected ${expected}`)
+  }
+
+  // item 5 baseline: the same documents read by `$in`, 100 per query, straight from local
+  const src = local.db('bench').collection(COLL)
+  const c0 = cpuSnapshot(pair)
+  const tIn = performance.now()
+  for (let i = 0; i < n; i += 100) {
+    const got = await src.find({ _id: { $in: ids.slice(i, i + 100) } }).toArray()
+    if (got.length !== Math.min(100, n - i)) throw new Error(`link: $in read returned ${got.length} documents`)
+  }
+  const inRead = { seconds: (performance.now() - tIn) / 1000, cpu: cpuDelta(c0, cpuSnapshot(pair)) }
+  const inUsPerDoc = inRead.cpu.local === null ? null : inRead.cpu.local * 1e6 / n
+  log(`raw $in read: local server ${round(inUsPerDoc)} µs CPU/doc`)
+
+  const results = []
+  for (const name of p.profiles) {
+    const prof = profile(name)
+    const proxy = await startLink(pair.atlas, prof)
+    const viaLink = await connect(proxy.uri(pair.atlas.uri))
+    const target = viaLink.db('bench').collection(COLL)
+    try {
+      await target.findOne({}) // connection warm, as the engine's is
+      // (a) sweep on a subset, then the best setting on everything
+      const sweep = []
+      for (const [batch, inFlight] of SWEEP) {
+        await reset()
+        const r = await rawUpserts(target, docs.slice(0, p.sweepDocs), { batch, inFlight })
+        sweep.push({ batch, inFlight, docsPerSec: r.docsPerSec })
+      }
+      const bestCfg = sweep.reduce((x, y) => (y.docsPerSec > x.docsPerSec ? y : x))
+      await reset()
+      const b0 = bytes(proxy)
+      const a = await rawUpserts(target, docs, { batch: bestCfg.batch, inFlight: bestCfg.inFlight })
+      const b1 = bytes(proxy)
+      await checkAtlas(`${name} baseline a`)
+      a.bytesUpPerDoc = (b1.up - b0.up) / n
+      log(`${name}: (a) best batch ${bestCfg.batch} × ${bestCfg.inFlight} in flight: ${round(a.docsPerSec)} docs/s`)
+
+      // engine
+      const e = await engineDrain(pair, proxy, ids, n, reset)
+      await checkAtlas(`${name} engine`)
+      log(`${name}: engine ${round(e.docsPerSec)} docs/s, local server ${round(e.localUsPerDoc)} µs CPU/doc`)
+
+      // (b) old pipeline, time-bound
+      await reset()
+      // its 100 parallel calls need 100 pooled connections: open them untimed (each costs
+      // round trips through the link) so the window measures its steady state
+      await Promise.all(Array.from({ length: 100 }, () => target.findOne({ _id: ids[0] })))
+      const queue = docs.map((d) => ({ documentId: d._id, data: d }))
+      const b = await oldPipeline(target, queue, { maxMs: p.oldWindowSec * 1000 })
+      await checkAtlas(`${name} baseline b`, b.docs)
+      log(`${name}: (b) old pipeline ${round(b.docsPerSec)} docs/s (${b.docs} docs${b.timeBound ? ` in a ${p.oldWindowSec} s window` : ''})`)
+      results.push({ profile: prof, sweep, bestA: bestCfg, a, b, engine: e })
+    } finally {
+      await viaLink.close()
+      await proxy.close()
+    }
+  }
+  await local.close()
+  await atlas.close()
+  return report(p, results, { inRead, inUsPerDoc })
+}
+
+/** The engine drains all `ids` (marked while paused) to Atlas through `proxy`. */
+async function engineDrain (pair, proxy, ids, n, reset) {
+  const sync = await openSync(pair, { atlasUri: `${proxy.uri(pair.atlas.uri)}/bench` })
+  try {
+    // connections up and read mode settled before timing
+    sync.enqueue(ids.slice(0, 10).map((id) => ({ collection: COLL, id })))
+    if (!(await sync.flush({ timeoutMs: 120000 }))) throw new Error('link: engine warm-up did not flush')
+    sync.pause()
+    await reset()
+    markAll(sync, COLL, ids)
+    const b0 = bytes(proxy)
+    const c0 = cpuSnapshot(pair)
+    const t0 = performance.now()
+    sync.resume()
+    const ok = await sync.flush({ timeoutMs: 900000 })
+    const seconds = (performance.now() - t0) / 1000
+    const cpu = cpuDelta(c0, cpuSnapshot(pair))
+    const b1 = bytes(proxy)
+    if (!ok) throw new Error('link: the engine did not flush within 900 s')
+    return {
+      docsPerSec: n / seconds,
+      seconds,
+      cpu,
+      localUsPerDoc: cpu.local === null ? null : cpu.local * 1e6 / n,
+      bytesUpPerDoc: (b1.up - b0.up) / n,
+      bytesDownPerDoc: (b1.down - b0.down) / n
+    }
+  } finally {
+    await sync.close({ drainTimeoutMs: 1000 })
+  }
+}
+
+function report (p, results, { inRead, inUsPerDoc }) {
+  const goals = []
+  const rows = []
+  for (const r of results) {
+    const vsA = r.engine.docsPerSec / r.a.docsPerSec
+    const vsB = r.engine.docsPerSec / r.b.docsPerSec
+    const cpuRatio = inUsPerDoc && r.engine.localUsPerDoc !== null ? r.engine.localUsPerDoc / inUsPerDoc : null
+    r.ratios = { vsA, vsB, cpu: cpuRatio }
+    goals.push({ label: `${r.profile.name}: engine / (a) raw upserts (best ${r.bestA.batch}×${r.bestA.inFlight})`, target: `≥ ${GOAL_A}×`, actual: `${round(vsA)}×`, pass: vsA >= GOAL_A })
+    goals.push({ label: `${r.profile.name}: engine / (b) old pipeline${r.b.timeBound ? ' (time-bound)' : ''}`, target: `≥ ${GOAL_B}×`, actual: `${round(vsB)}×`, pass: vsB >= GOAL_B })
+    rows.push([r.profile.name, round(r.engine.docsPerSec), round(r.a.docsPerSec), `${r.bestA.batch} × ${r.bestA.inFlight}`, round(r.b.docsPerSec), `${round(vsA)}×`, `${round(vsB)}×`, round(r.engine.bytesUpPerDoc), round(r.a.bytesUpPerDoc), round(r.engine.localUsPerDoc), cpuRatio === null ? '–' : `${round(cpuRatio)}×`])
+  }
+  const cpuRatios = results.map((r) => r.ratios.cpu).filter((x) => x !== null)
+  const cpuMedian = cpuRatios.length ? cpuRatios.sort((x, y) => x - y)[Math.floor(cpuRatios.length / 2)] : null
+  goals.push({ label: 'local server CPU per drained doc / raw $in read (median over profiles)', target: `≤ ${GOAL_CPU}×`, actual: cpuMedian === null ? 'not measurable' : `${round(cpuMedian)}×`, pass: cpuMedian === null ? null : cpuMedian <= GOAL_CPU })
+  return {
+    params: { ...p, sweep: SWEEP.map(([b, f]) => `${b}×${f}`), profilesDetail: results.map((r) => r.profile) },
+    numbers: { profiles: results, inRead: { ...inRead, localUsPerDoc: inUsPerDoc }, cpuRatioMedian: cpuMedian },
+    goals,
+    table: {
+      columns: ['link', 'engine docs/s', '(a) raw upserts docs/s', '(a) best batch × in flight', '(b) old pipeline docs/s', 'engine / (a)', 'engine / (b)', 'engine bytes up/doc', '(a) bytes up/doc', 'local server CPU µs/doc (engine)', 'vs raw $in read'],
+      rows
+    },
+    extraTables: [{
+      title: '(a) sweep on the first documents (docs/s per batch × in flight)',
+      columns: ['link', ...SWEEP.map(([b, f]) => `${b}×${f}`)],
+      rows: results.map((r) => [r.profile.name, ...r.sweep.map((s) => round(s.docsPerSec))])
+    }],
+    chart: {
+      title: `link: ${p.docs} docs drained to Atlas over a shaped link, docs/s`,
+      unit: 'docs/s',
+      groups: results.map((r) => ({
+        label: r.profile.name,
+        bars: [
+          { label: '(a) raw upserts, best', value: round(r.a.docsPerSec), baseline: true },
+          { label: '(b) old pipeline', value: round(r.b.docsPerSec), baseline: true },
+          { label: 'engine (defaults)', value: round(r.engine.docsPerSec) }
+        ]
+      }))
+    },
+    notes: [
+      'Each profile: one-way delay RTT/2 with ±10 % jitter each way and a token-bucket bandwidth cap per direction (MB = 10^6 bytes), the proxy of __test__/helpers/proxy.js; every pipeline of a profile goes through the same proxy.',
+      `(a) is swept on the first ${p.sweepDocs} documents over batch × in flight = ${SWEEP.map(([b, f]) => `${b}×${f}`).join(', ')}; the best of the sweep then sends all ${p.docs}, and that run is the baseline.`,
+      `(b) runs at most ${p.oldWindowSec} s per profile (it would take minutes at 150 ms); its rate is the documents it wrote in that window, which is its steady state (each 100 ms tick waits for 100 parallel round trips).`,
+      `Local server CPU: the whole server process tree from /proc (FerretDB; or postgres, its backends and the DocumentDB gateway) while the engine drains, per document, against a raw driver read of the same ${p.docs} documents by \`$in\` in batches of 100 (${round(inUsPerDoc)} µs/doc). On FerretDB \`$in\` scans the table, so its baseline is itself expensive.`,
+      'The engine runs with its default settings: the bench changes no engine knob.'
+    ]
+  }
+}
+
+module.exports = {
+  name: 'link',
+  title: 'Drain over a slow Atlas link (RTT × bandwidth profiles)',
+  goal: `per profile ≥ ${GOAL_A}× a tuned raw upsert loop (a), ≥ ${GOAL_B}× the old pipeline (b); local server CPU/doc ≤ ${GOAL_CPU}× a raw $in read`,
+  run
+}
