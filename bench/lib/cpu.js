@@ -74,4 +74,17 @@ function cpuDelta (a, b) {
   return { local: d('local'), atlas: d('atlas'), node: d('node') }
 }
 
-module.exports = { cpuSnapshot, cpuDelta, serverCpuSec }
+/**
+ * CPU seconds per second a server's process tree spends with no client work (background
+ * workers, checkpoints, timers), measured over `ms`, so a per-document figure can leave it out.
+ * @returns {Promise<number|null>}
+ */
+async function idleCpuRate (server, ms) {
+  const a = serverCpuSec(server)
+  const t0 = performance.now()
+  await new Promise((resolve) => setTimeout(resolve, ms))
+  const b = serverCpuSec(server)
+  return a === null || b === null ? null : Math.max(0, b - a) / ((performance.now() - t0) / 1000)
+}
+
+module.exports = { cpuSnapshot, cpuDelta, serverCpuSec, idleCpuRate }
