@@ -47,6 +47,12 @@ function markBytes (encoded) {
   return n
 }
 
+function params (smoke) {
+  return smoke
+    ? { seedDocs: 300, rounds: 3, perRound: { create: 30, save: 30, 'updateOne(_id)': 30, 'updateOne(key)': 10, 'updateMany(10)': 6 } }
+    : { seedDocs: 500, rounds: 10, perRound: { create: 100, save: 100, 'updateOne(_id)': 100, 'updateOne(key)': 30, 'updateMany(10)': 20 } }
+}
+
 async function run ({ smoke, pair, log }) {
   const p = params(smoke)
   const client = await connect(pair.local.uri)
