@@ -58,3 +58,21 @@ describe('TokenBucket', () => {
     expect(() => new TokenBucket({ rate: 10, burst: -1 })).toThrow(/burst must be >= 0/);
   });
 });
+
+describe('proxy.setBandwidth', () => {
+  it('shows the cap in stats, removes it with 0, and rejects a rate that is not >= 0', async () => {
+    const { startProxy } = await import('./helpers/proxy.js');
+    // never connected to: the target is only a port number here
+    const proxy = await startProxy({ target: { port: 9 } });
+    try {
+      proxy.setBandwidth(2_000_000);
+      expect(proxy.stats().bytesPerSec).toBe(2_000_000);
+      proxy.setBandwidth(0);
+      expect(proxy.stats().bytesPerSec).toBe(0);
+      expect(() => proxy.setBandwidth(-1)).toThrow(/setBandwidth: expected bytes\/s >= 0/);
+      expect(() => proxy.setBandwidth(Number.NaN)).toThrow(/setBandwidth/);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
