@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 'use strict'
 /**
- * dualsync benchmarks: `npm run bench` = `node bench/run.js [--smoke] [--only a,b] [--no-index-fix] [--server-disk]`.
+ * dualsync benchmarks: `npm run bench` = `node bench/run.js [--engine ferretdb|documentdb] [--smoke] [--only a,b] [--no-index-fix] [--server-disk] [--wait-idle]`.
  *
  * Each scenario runs in its own Node process (fresh heap, RSS and native engine) against its
  * own fresh local + "Atlas" server pair, measures its baseline in the same run on the same
- * servers, and writes bench/results/<scenario>.json (--smoke: bench/results/smoke/). Then the
- * results table in docs/PERFORMANCE.md (full runs only) and the chart summary.png are rebuilt
+ * servers, and writes bench/results/<engine>/<scenario>.json (--smoke: bench/results/<engine>/smoke/).
+ * --engine picks the test bed (DUALSYNC_TESTBED for the children; default: DUALSYNC_TESTBED, else
+ * ferretdb). Then that engine's results table in docs/PERFORMANCE.md (full runs only) and the chart summary.png are rebuilt
  * from every result file present. The bench reports; it never fails on a missed goal (exit
  * code 1 only when a scenario could not run).
  */
@@ -16,10 +17,18 @@ const { fork } = require('node:child_process')
 const { environment } = require('./lib/env')
 const { resultsDir, writeResult, readResults } = require('./lib/results')
 
-const SCENARIOS = ['capture', 'enqueue', 'drain', 'lag', 'memory', 'verify']
+const SCENARIOS = ['capture', 'enqueue', 'drain', 'lag', 'memory', 'verify', 'link', 'catchup']
+const ENGINES = ['ferretdb', 'documentdb']
+const USAGE = `usage: node bench/run.js [--engine ${ENGINES.join('|')}] [--smoke] [--only ${SCENARIOS.join(',')}] [--no-index-fix] [--server-disk] [--wait-idle]`
+
+function badArg (msg) {
+  const e = new Error(`${msg}\n${USAGE}`)
+  e.code = 'ERR_BENCH_ARGS'
+  return e
+}
 
 function parseArgs (argv) {
-  const o = { smoke: false, only: null, child: null, indexFix: true, serverDisk: false, waitIdle: false }
+  const o = { smoke: false, only: null, child: null, indexFix: true, serverDisk: false, waitIdle: false, engine: process.env.DUALSYNC_TESTBED || 'ferretdb' }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--smoke') o.smoke = true
@@ -28,13 +37,18 @@ function parseArgs (argv) {
     else if (a === '--wait-idle') o.waitIdle = true
     else if (a === '--only') o.only = String(argv[++i] || '').split(',').map((s) => s.trim()).filter(Boolean)
     else if (a.startsWith('--only=')) o.only = a.slice(7).split(',').map((s) => s.trim()).filter(Boolean)
+    else if (a === '--engine') o.engine = String(argv[++i] || '')
+    else if (a.startsWith('--engine=')) o.engine = a.slice(9)
     else if (a === '--child') o.child = argv[++i]
     else if (a === '-h' || a === '--help') o.help = true
-    else throw new Error(`unknown argument ${a}; usage: node bench/run.js [--smoke] [--only ${SCENARIOS.join(',')}] [--no-index-fix] [--server-disk] [--wait-idle]`)
+    else throw badArg(`unknown argument ${a}`)
+  }
+  if (!ENGINES.includes(o.engine)) {
+    throw badArg(`--engine ${JSON.stringify(o.engine)} (or DUALSYNC_TESTBED) is not a bench engine; expected one of: ${ENGINES.join(', ')}`)
   }
   if (o.only) {
     const bad = o.only.filter((n) => !SCENARIOS.includes(n))
-    if (bad.length) throw new Error(`--only: unknown scenario(s) ${bad.join(', ')}; known: ${SCENARIOS.join(', ')}`)
+    if (bad.length) throw badArg(`--only: unknown scenario(s) ${bad.join(', ')}; known: ${SCENARIOS.join(', ')}`)
   }
   return o
 }
@@ -81,6 +95,7 @@ async function runChild (name, opts) {
   servers.setIndexFix(opts.indexFix)
   servers.setServerDisk(opts.serverDisk)
   const scenario = require(path.join(__dirname, 'scenarios', `${name}.js`))
+  process.env.DUALSYNC_TESTBED = opts.engine
   const started = Date.now()
   const loadStart = require('node:os').loadavg()[0]
   const pair = await servers.startPair()
@@ -114,7 +129,7 @@ async function runChild (name, opts) {
     durationSec: Math.round((Date.now() - started) / 1000),
     ...out
   }
-  const file = writeResult(resultsDir(opts.smoke), name, data)
+  const file = writeResult(resultsDir(opts.smoke, opts.engine), name, data)
   slog(`wrote ${path.relative(process.cwd(), file)} (${data.durationSec} s)`)
   for (const g of data.goals || []) {
     const mark = g.pass === null || g.pass === undefined ? 'N/A ' : g.pass ? 'PASS' : 'MISS'
@@ -130,8 +145,8 @@ async function runAll (opts) {
   const failed = []
   for (const name of names) {
     if (opts.waitIdle) await waitIdle()
-    log(`── ${name}${opts.smoke ? ' (smoke)' : ''}`)
-    const args = ['--child', name]
+    log(`── ${name} on ${opts.engine}${opts.smoke ? ' (smoke)' : ''}`)
+    const args = ['--child', name, '--engine', opts.engine]
     if (opts.smoke) args.push('--smoke')
     if (!opts.indexFix) args.push('--no-index-fix')
     if (opts.serverDisk) args.push('--server-disk')
@@ -139,7 +154,7 @@ async function runAll (opts) {
       const child = fork(__filename, args, {
         stdio: 'inherit',
         execArgv: ['--expose-gc', '--max-old-space-size=4096'],
-        env: { ...process.env, BENCH_RUN_ID: runId }
+        env: { ...process.env, BENCH_RUN_ID: runId, DUALSYNC_TESTBED: opts.engine }
       })
       child.on('exit', (c, sig) => resolve(sig ? 128 : c))
     })
@@ -148,21 +163,21 @@ async function runAll (opts) {
       failed.push(name)
     }
   }
-  const dir = resultsDir(opts.smoke)
+  const dir = resultsDir(opts.smoke, opts.engine)
   const results = readResults(dir, SCENARIOS)
   const { renderMarkdown, updatePerformanceDoc } = require('./lib/report')
-  const md = renderMarkdown(results, { smoke: opts.smoke })
+  const md = renderMarkdown(results, { smoke: opts.smoke, engine: opts.engine })
   if (opts.smoke) {
     require('node:fs').mkdirSync(dir, { recursive: true })
     require('node:fs').writeFileSync(path.join(dir, 'RESULTS.md'), md)
     log(`smoke: table in ${path.relative(process.cwd(), path.join(dir, 'RESULTS.md'))} (docs/PERFORMANCE.md keeps the full run's numbers)`)
   } else {
-    updatePerformanceDoc(md)
-    log('updated docs/PERFORMANCE.md')
+    updatePerformanceDoc(md, opts.engine)
+    log(`updated docs/PERFORMANCE.md (${opts.engine} results)`)
   }
   try {
     const { renderChart } = require('./lib/chart')
-    const png = await renderChart(results, path.join(dir, 'summary.png'), { smoke: opts.smoke })
+    const png = await renderChart(results, path.join(dir, 'summary.png'), { smoke: opts.smoke, engine: opts.engine })
     log(`chart: ${path.relative(process.cwd(), png)}`)
   } catch (e) {
     log(`chart not rendered: ${e.message}`)
@@ -180,7 +195,7 @@ if (require.main === module) {
     process.exit(2)
   }
   if (opts.help) {
-    process.stdout.write(`usage: node bench/run.js [--smoke] [--only ${SCENARIOS.join(',')}] [--no-index-fix] [--server-disk] [--wait-idle]\n`)
+    process.stdout.write(`${USAGE}\n`)
     process.exit(0)
   }
   const main = opts.child ? runChild(opts.child, opts).then(() => 0) : runAll(opts)
@@ -193,4 +208,4 @@ if (require.main === module) {
   )
 }
 
-module.exports = { SCENARIOS, parseArgs }
+module.exports = { SCENARIOS, ENGINES, parseArgs }

@@ -2,7 +2,10 @@
 # Full local check, runnable on a fresh clone: system packages (installed when root, else
 # the exact command is printed), Rust format, lints and tests, the release addon build,
 # then the JS suite against real servers — the Rust server tests and the whole vitest
-# suite run once per test-bed engine (DUALSYNC_TEST_ENGINES, default "ferretdb documentdb").
+# suite run once per test-bed engine (DUALSYNC_TEST_ENGINES, default "ferretdb documentdb") —
+# and the bench's smoke run (every scenario at small sizes) on one engine
+# (DUALSYNC_BENCH_SMOKE_ENGINES, default: the last test engine; "none" skips it). The smoke run
+# fails the check only when a scenario cannot run, never on a missed speed goal.
 # Extra arguments go to vitest (e.g. a file filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -147,6 +150,19 @@ for e in $engines; do
   lines+=("vitest ($e): $p passed, $f failed, $k skipped")
   step_done "vitest ($e)"
 done
+
+# A vitest filter means a partial run: the bench smoke belongs to the whole check only.
+bench_engines=${DUALSYNC_BENCH_SMOKE_ENGINES:-${engines##* }}
+if [ "$#" -eq 0 ] && [ "$bench_engines" != none ]; then
+  for e in $bench_engines; do
+    step "bench smoke on $e (reports PASS/MISS; fails only if a scenario cannot run)"
+    s=0
+    node bench/run.js --smoke --engine "$e" || s=$?
+    [ "$s" -eq 0 ] || { status=$s; lines+=("bench smoke ($e): a scenario could not run (exit $s)"); }
+    [ "$s" -ne 0 ] || lines+=("bench smoke ($e): every scenario ran (results in bench/results/$e/smoke/)")
+    step_done "bench smoke ($e)"
+  done
+fi
 
 printf '\n==== step times ====\n'
 printf '%s\n' "${timings[@]}"

@@ -3,7 +3,9 @@
  * TCP proxy on 127.0.0.1 for fault injection between the addon and "Atlas".
  *
  * Modes:
- *  - pass:      forward bytes both ways (optionally delayed by setLatency(ms)).
+ *  - pass:      forward bytes both ways (optionally delayed by setLatency(ms, jitter) and capped
+ *               by setBandwidth(bytesPerSec): a token bucket per direction, shared by all
+ *               connections like one link).
  *  - blackhole: connections stay open but nothing moves in either direction; new
  *               connections are accepted and held. Like a network partition, bytes
  *               already sent are held, not lost: they flow again when the mode
@@ -13,6 +15,7 @@
  */
 
 const net = require('node:net');
+const { TokenBucket } = require('./token-bucket');
 
 // Stop reading from a side when this many bytes wait to be delivered (latency queue).
 const HIGH_WATER = 4 * 1024 * 1024;
@@ -21,7 +24,8 @@ const HIGH_WATER = 4 * 1024 * 1024;
  * Starts a proxy forwarding to `target`.
  * @param {{target: {host?: string, port: number}, port?: number}} opts
  * @returns {Promise<{port: number, uri(baseUri: string): string, setMode(mode: 'pass'|'blackhole'|'reset'): void,
- *   setLatency(ms: number): void, stats(): object, close(): Promise<void>}>}
+ *   setLatency(ms: number, jitter?: number): void, setBandwidth(bytesPerSec: number, opts?: {burst?: number}): void,
+ *   stats(): object, close(): Promise<void>}>}
  */
 async function startProxy({ target, port = 0 }) {
   if (!target || !Number.isInteger(Number(target.port))) {
@@ -32,6 +36,9 @@ async function startProxy({ target, port = 0 }) {
   let mode = 'pass';
   let latencyMs = 0;
   let jitterMs = 0;
+  // bandwidth cap per direction (null: unlimited)
+  const buckets = { bytesToTarget: null, bytesFromTarget: null };
+  let bytesPerSec = 0;
   const conns = new Set();
   const counters = { accepted: 0, resets: 0, bytesToTarget: 0, bytesFromTarget: 0 };
 
@@ -62,7 +69,9 @@ async function startProxy({ target, port = 0 }) {
       // FIFO: a chunk never overtakes an earlier one, even when the latency drops mid-stream
       // or the jitter draws a shorter delay (as on TCP: jitter reorders connections, not bytes).
       const last = pipe.queue.length ? pipe.queue[pipe.queue.length - 1].due : 0;
-      const delay = latencyMs + (jitterMs ? Math.random() * jitterMs : 0);
+      const bucket = buckets[counterKey];
+      const sendMs = bucket ? bucket.reserve(chunk.length) : 0;
+      const delay = sendMs + latencyMs + (jitterMs ? Math.random() * jitterMs : 0);
       pipe.queue.push({ chunk, due: Math.max(last, Date.now() + delay) });
       pipe.queued += chunk.length;
       if (pipe.queued >= HIGH_WATER) from().pause();
@@ -183,13 +192,25 @@ async function startProxy({ target, port = 0 }) {
     },
 
     /**
-     * Counters: mode, latencyMs, accepted, active, resets, bytesToTarget and bytesFromTarget (delivered),
+     * Caps each direction at `rate` bytes/s (0 removes the cap). The chunks' send time is added
+     * to the latency; the bucket holds `burst` bytes (default 50 ms of rate, >= 16 KiB).
+     * @param {number} rate bytes per second
+     * @param {{burst?: number}} [opts]
+     */
+    setBandwidth(rate, opts = {}) {
+      if (!Number.isFinite(rate) || rate < 0) throw new Error(`proxy.setBandwidth: expected bytes/s >= 0, got ${rate}`);
+      bytesPerSec = rate;
+      for (const k of Object.keys(buckets)) buckets[k] = rate > 0 ? new TokenBucket({ rate, burst: opts.burst }) : null;
+    },
+
+    /**
+     * Counters: mode, latencyMs, jitterMs, bytesPerSec, accepted, active, resets, bytesToTarget and bytesFromTarget (delivered),
      * pendingBytes (read but not yet delivered: delayed or held).
      */
     stats() {
       let pendingBytes = 0;
       for (const conn of conns) pendingBytes += conn.up.queued + conn.down.queued;
-      return { mode, latencyMs, jitterMs, active: conns.size, pendingBytes, ...counters };
+      return { mode, latencyMs, jitterMs, bytesPerSec, active: conns.size, pendingBytes, ...counters };
     },
 
     /** Stops listening and drops every connection. */

@@ -56,4 +56,9 @@ function removeDir (dir) {
   fs.rmSync(dir, { recursive: true, force: true })
 }
 
-module.exports = { openSync, tempDir, removeDir, removeTempDirs, waitFor, TMP }
+/** Marks every `_id` of `ids` in `collection` (enqueued 1000 per call). */
+function markAll (sync, collection, ids) {
+  for (let i = 0; i < ids.length; i += 1000) sync.enqueue(ids.slice(i, i + 1000).map((id) => ({ collection, id })))
+}
+
+module.exports = { markAll, openSync, tempDir, removeDir, removeTempDirs, waitFor, TMP }

@@ -26,6 +26,14 @@ function addonBuilt () {
   }
 }
 
+/** The test bed's servers, in words (results name what they were measured on). */
+function serverName (testbed) {
+  const kind = testbed.engine()
+  if (kind === 'mongod') return 'mongod'
+  if (kind === 'documentdb') return 'PostgreSQL 15 + DocumentDB (pg_documentdb + its gateway), loopback'
+  return `FerretDB ${testbed.FERRETDB_VERSION} (SQLite backend), loopback`
+}
+
 /** @returns {object} a description of the machine and code the run used */
 function environment () {
   const cpus = os.cpus()
@@ -46,7 +54,8 @@ function environment () {
     node: process.version,
     mongoose,
     mongodbDriver: driver,
-    server: testbed.useMongod() ? 'mongod' : `FerretDB ${testbed.FERRETDB_VERSION} (SQLite backend), loopback`,
+    engine: testbed.engine(),
+    server: serverName(testbed),
     commit: git(['rev-parse', '--short', 'HEAD']),
     // the bench's own outputs are tracked files it rewrites: they do not make the code dirty
     dirty: Boolean(git(['status', '--porcelain', '--untracked-files=no', '--', '.', ':!bench/results', ':!docs/PERFORMANCE.md'])),

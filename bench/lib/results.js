@@ -1,5 +1,6 @@
 'use strict'
-// Result files: bench/results/<scenario>.json for full runs, bench/results/smoke/ for --smoke.
+// Result files: bench/results/<engine>/<scenario>.json for full runs, bench/results/<engine>/smoke/
+// for --smoke (engine: the test bed, DUALSYNC_TESTBED).
 
 const fs = require('node:fs')
 const path = require('node:path')
@@ -7,9 +8,14 @@ const { ROOT } = require('./env')
 
 const RESULTS = path.join(ROOT, 'bench', 'results')
 
-/** Directory results of this kind of run go to. */
-function resultsDir (smoke) {
-  return smoke ? path.join(RESULTS, 'smoke') : RESULTS
+/**
+ * Directory results of this kind of run go to.
+ * @param {boolean} smoke
+ * @param {string} [engine] test-bed engine (default: this process's DUALSYNC_TESTBED, else ferretdb)
+ */
+function resultsDir (smoke, engine = process.env.DUALSYNC_TESTBED || 'ferretdb') {
+  const base = path.join(RESULTS, engine)
+  return smoke ? path.join(base, 'smoke') : base
 }
 
 /** Writes one scenario's result (atomically, so a crash never leaves half a file). */

@@ -11,10 +11,11 @@
 
 const { Mongoose } = require('mongoose')
 const { connect, resetCollection, prepareCollection } = require('../lib/servers')
-const { openSync } = require('../lib/engine')
+const { openSync, markAll } = require('../lib/engine')
 const { makeDoc, schemaDefinition } = require('../lib/docs')
 const { round } = require('../lib/stats')
 const { cpuSnapshot, cpuDelta } = require('../lib/cpu')
+const { rawUpserts, oldPipeline } = require('../lib/baselines')
 
 const COLL = 'drain_docs'
 const GOAL_A = 0.8
@@ -45,18 +46,8 @@ async function run ({ smoke, pair, log }) {
   // ---- (a) raw driver bulkWrite, documents in memory ---------------------------------
   async function baselineA (inFlight) {
     await resetCollection(pair.atlas, atlas, 'bench', COLL)
-    const batches = []
-    for (let i = 0; i < n; i += 100) batches.push(docs.slice(i, i + 100))
     const c0 = cpuSnapshot(pair)
-    const t0 = performance.now()
-    let next = 0
-    await Promise.all(Array.from({ length: inFlight }, async () => {
-      while (next < batches.length) {
-        const b = batches[next++]
-        await atlasColl.bulkWrite(b.map((d) => ({ replaceOne: { filter: { _id: d._id }, replacement: d, upsert: true } })), { ordered: false })
-      }
-    }))
-    const sec = (performance.now() - t0) / 1000
+    const { seconds: sec } = await rawUpserts(atlasColl, docs, { batch: 100, inFlight })
     const cpu = cpuDelta(c0, cpuSnapshot(pair))
     await checkAtlas(`baseline a x${inFlight}`)
     return { docsPerSec: n / sec, seconds: sec, cpu }
@@ -88,7 +79,7 @@ async function run ({ smoke, pair, log }) {
     if (!(await sync.flush({ timeoutMs: 60000 }))) throw new Error('drain: warm-up did not flush')
     sync.pause()
     await resetCollection(pair.atlas, atlas, 'bench', COLL)
-    for (let i = 0; i < n; i += 1000) sync.enqueue(ids.slice(i, i + 1000).map((id) => ({ collection: COLL, id })))
+    markAll(sync, COLL, ids)
     const before = sync.metrics().applied.total
     const c0 = cpuSnapshot(pair)
     const t0 = performance.now()
@@ -125,28 +116,7 @@ async function run ({ smoke, pair, log }) {
     const target = mAtlas.connection.db.collection(COLL)
     await target.findOne({}) // connection warm, as the engine's is
     const c0 = cpuSnapshot(pair)
-    const t0 = performance.now()
-    await new Promise((resolve, reject) => {
-      let processing = false
-      const timer = setInterval(async () => {
-        if (processing) return
-        if (queue.length === 0) {
-          clearInterval(timer)
-          resolve()
-          return
-        }
-        processing = true
-        const batch = queue.splice(0, 100)
-        try {
-          await Promise.all(batch.map((op) => target.replaceOne({ _id: op.documentId }, op.data, { upsert: true })))
-        } catch (e) {
-          clearInterval(timer)
-          reject(e)
-        }
-        processing = false
-      }, 100)
-    })
-    const sec = (performance.now() - t0) / 1000
+    const { seconds: sec } = await oldPipeline(target, queue)
     const cpu = cpuDelta(c0, cpuSnapshot(pair))
     await Promise.all([mLocal.disconnect(), mAtlas.disconnect()])
     await checkAtlas('baseline b')
@@ -221,9 +191,11 @@ async function run ({ smoke, pair, log }) {
       }]
     },
     notes: [
-      'The engine re-reads every document from local by `_id` (FerretDB: one point find per document, since it scans `$in`) before writing it; baseline (a) holds the documents in memory and never reads local, so it is an upper bound for any pipeline that sends state rather than replayed operations.',
+      'The engine re-reads every document from local by `_id` (one `$in` per batch where the server pushes it down, as DocumentDB does; on FerretDB one point find per document, since it scans `$in`) before writing it; baseline (a) holds the documents in memory and never reads local, so it is an upper bound for any pipeline that sends state rather than replayed operations.',
       'Baseline (b) is paced by its own timer: at most 100 operations per 100 ms tick, i.e. ≤ 1000 docs/s whatever the servers can do.',
-      `On this test bed the target's own limit (a) is only ${round(aRate / b.docsPerSec)}× (b), so no pipeline can reach 10× (b) here: the server, not the pipeline, is the limit. Over a real link (b) stays capped at 1000 docs/s by its timer while the engine sends up to concurrency × batchSize documents per round trip; that case is not measured here.`,
+      aRate / b.docsPerSec < GOAL_B
+        ? `On this test bed the target's own limit (a) is only ${round(aRate / b.docsPerSec)}× (b), so no pipeline that waits for one batch at a time can reach 10× (b) here: the server, not the pipeline, is the limit. Over a slow link see the \`link\` scenario.`
+        : `Here (a) with one batch in flight is ${round(aRate / b.docsPerSec)}× (b); an engine with several batches in flight can exceed (a), which is a single-lane loop. Over a slow link see the \`link\` scenario.`,
       'Baseline (c) is the engine\'s design (read current state from local, replace-upsert it) written plainly in JS, one batch at a time: it separates the cost of the design (the extra local read) from the cost of the implementation.'
     ]
   }

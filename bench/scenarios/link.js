@@ -1,0 +1,229 @@
+'use strict'
+// link: draining a backlog to Atlas across a slow link (issue 13, item 1), and the local
+// server's CPU per drained document (item 5).
+//
+// "Atlas" sits behind the loopback proxy shaped like each profile of bench/lib/link.js
+// (RTT 20/60/150 ms × 2 and 10 MB/s). Per profile, through the same proxy:
+//   (a) a raw driver loop of batched replace-upserts, documents in memory (no local read),
+//       swept briefly over batch size × in flight on a subset; the best setting then runs on
+//       all documents: the link's own limit for any pipeline that sends state;
+//   (b) the old pipeline (array → setInterval 100 ms → 100 single replaceOne), time-bound:
+//       over a slow link it takes minutes, so it runs for a window and its rate is reported;
+//   the engine: every document marked while paused, resume() → flush() timed.
+// Item 5: the local server's CPU (whole process tree, /proc) per document while the engine
+// drains, vs a raw `$in` read of the same documents in batches of 100 (driver, no link).
+
+const { connect, prepareCollection, resetCollection } = require('../lib/servers')
+const { openSync, markAll } = require('../lib/engine')
+const { makeDoc } = require('../lib/docs')
+const { round } = require('../lib/stats')
+const { cpuSnapshot, cpuDelta, idleCpuRate } = require('../lib/cpu')
+const { PROFILES, profile, startLink, bytes } = require('../lib/link')
+const { rawUpserts, oldPipeline } = require('../lib/baselines')
+
+const COLL = 'link_docs'
+const GOAL_A = 0.9
+const GOAL_B = 10
+const GOAL_CPU = 1.2
+const TUNED = { batchSize: 500, concurrency: 16 }
+const SWEEP = [[100, 4], [100, 16], [500, 4], [500, 16], [1000, 2], [1000, 8]]
+
+function params (smoke) {
+  return smoke
+    ? { docs: 1500, sweepDocs: 500, oldWindowSec: 3, idleSec: 2, inReadMaxSec: 5, profiles: ['rtt60-2mbps', 'rtt150-10mbps'] }
+    : { docs: 20000, sweepDocs: 4000, oldWindowSec: 10, idleSec: 5, inReadMaxSec: 15, profiles: PROFILES.map((p) => p.name) }
+}
+
+async function run ({ smoke, pair, log }) {
+  const p = params(smoke)
+  const n = p.docs
+  const local = await connect(pair.local.uri)
+  const atlas = await connect(pair.atlas.uri)
+  await prepareCollection(pair.local, local, 'bench', COLL)
+  const docs = Array.from({ length: n }, (_, i) => makeDoc(i))
+  for (let i = 0; i < n; i += 1000) await local.db('bench').collection(COLL).insertMany(docs.slice(i, i + 1000), { ordered: false })
+  const ids = docs.map((d) => d._id)
+  const reset = () => resetCollection(pair.atlas, atlas, 'bench', COLL)
+  async function checkAtlas (label, expected = n) {
+    const count = await atlas.db('bench').collection(COLL).countDocuments({})
+    if (count !== expected) throw new Error(`link ${label}: Atlas holds ${count} documents, expected ${expected}`)
+  }
+
+  // item 5 baseline: the same documents read by `$in`, 100 per query, straight from local;
+  // time-bound (FerretDB scans the whole table per `$in`: all of them would take minutes)
+  const src = local.db('bench').collection(COLL)
+  const c0 = cpuSnapshot(pair)
+  const tIn = performance.now()
+  let read = 0
+  while (read < n && performance.now() - tIn < p.inReadMaxSec * 1000) {
+    const got = await src.find({ _id: { $in: ids.slice(read, read + 100) } }).toArray()
+    if (got.length !== Math.min(100, n - read)) throw new Error(`link: $in read returned ${got.length} documents`)
+    read += got.length
+  }
+  const inRead = { docs: read, seconds: (performance.now() - tIn) / 1000, cpu: cpuDelta(c0, cpuSnapshot(pair)) }
+  // what the server burns with nobody asking (postgres' background workers, timers), per
+  // second: left out of both sides of the CPU ratio, or a slow drain pays for the clock
+  const idleRate = await idleCpuRate(pair.local, p.idleSec * 1000)
+  const perDoc = (cpuSec, seconds, docs = n) => (cpuSec === null ? null : Math.max(0, cpuSec - (idleRate || 0) * seconds) * 1e6 / docs)
+  const inUsPerDoc = perDoc(inRead.cpu.local, inRead.seconds, read)
+  log(`raw $in read: local server ${round(inUsPerDoc)} µs CPU/doc (idle ${round((idleRate || 0) * 1000)} ms CPU/s left out)`)
+
+  const results = []
+  for (const name of p.profiles) {
+    const prof = profile(name)
+    const proxy = await startLink(pair.atlas, prof)
+    const viaLink = await connect(proxy.uri(pair.atlas.uri))
+    const target = viaLink.db('bench').collection(COLL)
+    try {
+      await target.findOne({}) // connection warm, as the engine's is
+      // (a) sweep on a subset, then the best setting on everything
+      const sweep = []
+      for (const [batch, inFlight] of SWEEP) {
+        await reset()
+        const r = await rawUpserts(target, docs.slice(0, p.sweepDocs), { batch, inFlight })
+        sweep.push({ batch, inFlight, docsPerSec: r.docsPerSec })
+      }
+      const bestCfg = sweep.reduce((x, y) => (y.docsPerSec > x.docsPerSec ? y : x))
+      await reset()
+      const b0 = bytes(proxy)
+      const a = await rawUpserts(target, docs, { batch: bestCfg.batch, inFlight: bestCfg.inFlight })
+      const b1 = bytes(proxy)
+      await checkAtlas(`${name} baseline a`)
+      a.bytesUpPerDoc = (b1.up - b0.up) / n
+      log(`${name}: (a) best batch ${bestCfg.batch} × ${bestCfg.inFlight} in flight: ${round(a.docsPerSec)} docs/s`)
+
+      // engine
+      const e = await engineDrain(pair, proxy, ids, n, reset)
+      e.localUsPerDocRaw = e.localUsPerDoc
+      e.localUsPerDoc = perDoc(e.cpu.local, e.seconds)
+      await checkAtlas(`${name} engine`)
+      log(`${name}: engine ${round(e.docsPerSec)} docs/s, local server ${round(e.localUsPerDoc)} µs CPU/doc`)
+      // the engine's existing knobs set like (a)'s best, to tell the defaults from the pipeline
+      const tuned = await engineDrain(pair, proxy, ids, n, reset, TUNED)
+      tuned.localUsPerDocRaw = tuned.localUsPerDoc
+      tuned.localUsPerDoc = perDoc(tuned.cpu.local, tuned.seconds)
+      await checkAtlas(`${name} engine tuned`)
+      log(`${name}: engine batchSize ${TUNED.batchSize} concurrency ${TUNED.concurrency}: ${round(tuned.docsPerSec)} docs/s`)
+
+      // (b) old pipeline, time-bound
+      await reset()
+      // its 100 parallel calls need 100 pooled connections, each several round trips to open
+      // (hello, auth) and the driver opens 2 at a time by default: open them all untimed, so
+      // the window measures its steady state (a kinder baseline than the real one)
+      const b = await withClient(proxy.uri(pair.atlas.uri), { maxConnecting: 100, minPoolSize: 100 }, async (c) => {
+        const t = c.db('bench').collection(COLL)
+        for (let k = 0; k < 2; k++) await Promise.all(Array.from({ length: 100 }, () => t.findOne({ _id: ids[0] })))
+        const queue = docs.map((d) => ({ documentId: d._id, data: d }))
+        return oldPipeline(t, queue, { maxMs: p.oldWindowSec * 1000 })
+      })
+      await checkAtlas(`${name} baseline b`, b.docs)
+      log(`${name}: (b) old pipeline ${round(b.docsPerSec)} docs/s (${b.docs} docs${b.timeBound ? ` in a ${p.oldWindowSec} s window` : ''})`)
+      results.push({ profile: prof, sweep, bestA: bestCfg, a, b, engine: e, tuned })
+    } finally {
+      await viaLink.close()
+      await proxy.close()
+    }
+  }
+  await local.close()
+  await atlas.close()
+  return report(p, results, { inRead, inUsPerDoc, idleRate })
+}
+
+async function withClient (uri, opts, fn) {
+  const c = await connect(uri, opts)
+  try {
+    return await fn(c)
+  } finally {
+    await c.close()
+  }
+}
+
+/** The engine drains all `ids` (marked while paused) to Atlas through `proxy`. */
+async function engineDrain (pair, proxy, ids, n, reset, cfg = {}) {
+  const sync = await openSync(pair, { ...cfg, atlasUri: `${proxy.uri(pair.atlas.uri)}/bench` })
+  try {
+    // connections up and read mode settled before timing
+    sync.enqueue(ids.slice(0, 10).map((id) => ({ collection: COLL, id })))
+    if (!(await sync.flush({ timeoutMs: 120000 }))) throw new Error('link: engine warm-up did not flush')
+    sync.pause()
+    await reset()
+    markAll(sync, COLL, ids)
+    const b0 = bytes(proxy)
+    const c0 = cpuSnapshot(pair)
+    const t0 = performance.now()
+    sync.resume()
+    const ok = await sync.flush({ timeoutMs: 900000 })
+    const seconds = (performance.now() - t0) / 1000
+    const cpu = cpuDelta(c0, cpuSnapshot(pair))
+    const b1 = bytes(proxy)
+    if (!ok) throw new Error('link: the engine did not flush within 900 s')
+    return {
+      docsPerSec: n / seconds,
+      seconds,
+      cpu,
+      localUsPerDoc: cpu.local === null ? null : cpu.local * 1e6 / n,
+      bytesUpPerDoc: (b1.up - b0.up) / n,
+      bytesDownPerDoc: (b1.down - b0.down) / n
+    }
+  } finally {
+    await sync.close({ drainTimeoutMs: 1000 })
+  }
+}
+
+function report (p, results, { inRead, inUsPerDoc, idleRate }) {
+  const goals = []
+  const rows = []
+  for (const r of results) {
+    const vsA = r.engine.docsPerSec / r.a.docsPerSec
+    const vsB = r.engine.docsPerSec / r.b.docsPerSec
+    const cpuRatio = inUsPerDoc && r.engine.localUsPerDoc !== null ? r.engine.localUsPerDoc / inUsPerDoc : null
+    r.ratios = { vsA, vsB, cpu: cpuRatio }
+    goals.push({ label: `${r.profile.name}: engine / (a) raw upserts (best ${r.bestA.batch}×${r.bestA.inFlight})`, target: `≥ ${GOAL_A}×`, actual: `${round(vsA)}×`, pass: vsA >= GOAL_A })
+    goals.push({ label: `${r.profile.name}: engine / (b) old pipeline${r.b.timeBound ? ' (time-bound)' : ''}`, target: `≥ ${GOAL_B}×`, actual: `${round(vsB)}×`, pass: vsB >= GOAL_B })
+    rows.push([r.profile.name, round(r.engine.docsPerSec), `${round(r.tuned.docsPerSec)} (${round(r.tuned.docsPerSec / r.a.docsPerSec)}×)`, round(r.a.docsPerSec), `${r.bestA.batch} × ${r.bestA.inFlight}`, round(r.b.docsPerSec), `${round(vsA)}×`, `${round(vsB)}×`, round(r.engine.bytesUpPerDoc), round(r.a.bytesUpPerDoc), round(r.engine.localUsPerDoc), cpuRatio === null ? '–' : `${round(cpuRatio)}×`, inUsPerDoc && r.tuned.localUsPerDoc !== null ? `${round(r.tuned.localUsPerDoc)} (${round(r.tuned.localUsPerDoc / inUsPerDoc)}×)` : '–'])
+  }
+  const cpuRatios = results.map((r) => r.ratios.cpu).filter((x) => x !== null)
+  const cpuMedian = cpuRatios.length ? cpuRatios.sort((x, y) => x - y)[Math.floor(cpuRatios.length / 2)] : null
+  goals.push({ label: 'local server CPU per drained doc / raw $in read (median over profiles)', target: `≤ ${GOAL_CPU}×`, actual: cpuMedian === null ? 'not measurable' : `${round(cpuMedian)}×`, pass: cpuMedian === null ? null : cpuMedian <= GOAL_CPU })
+  return {
+    params: { ...p, sweep: SWEEP.map(([b, f]) => `${b}×${f}`), profilesDetail: results.map((r) => r.profile) },
+    numbers: { profiles: results, inRead: { ...inRead, localUsPerDoc: inUsPerDoc }, localIdleCpuSecPerSec: idleRate, cpuRatioMedian: cpuMedian },
+    goals,
+    table: {
+      columns: ['link', 'engine docs/s', `engine ${TUNED.batchSize}/${TUNED.concurrency} docs/s (vs a)`, '(a) raw upserts docs/s', '(a) best batch × in flight', '(b) old pipeline docs/s', 'engine / (a)', 'engine / (b)', 'engine bytes up/doc', '(a) bytes up/doc', 'local server CPU µs/doc (engine)', 'vs raw $in read', `same, engine ${TUNED.batchSize}/${TUNED.concurrency}`],
+      rows
+    },
+    extraTables: [{
+      title: '(a) sweep on the first documents (docs/s per batch × in flight)',
+      columns: ['link', ...SWEEP.map(([b, f]) => `${b}×${f}`)],
+      rows: results.map((r) => [r.profile.name, ...r.sweep.map((s) => round(s.docsPerSec))])
+    }],
+    chart: {
+      title: `link: ${p.docs} docs drained to Atlas over a shaped link, docs/s`,
+      unit: 'docs/s',
+      groups: results.map((r) => ({
+        label: r.profile.name,
+        bars: [
+          { label: '(a) raw upserts, best', value: round(r.a.docsPerSec), baseline: true },
+          { label: '(b) old pipeline', value: round(r.b.docsPerSec), baseline: true },
+          { label: 'engine (defaults)', value: round(r.engine.docsPerSec) },
+          { label: `engine ${TUNED.batchSize}/${TUNED.concurrency}`, value: round(r.tuned.docsPerSec) }
+        ]
+      }))
+    },
+    notes: [
+      'Each profile: one-way delay RTT/2 with ±10 % jitter each way and a token-bucket bandwidth cap per direction (MB = 10^6 bytes), the proxy of __test__/helpers/proxy.js; every pipeline of a profile goes through the same proxy.',
+      `(a) is swept on the first ${p.sweepDocs} documents over batch × in flight = ${SWEEP.map(([b, f]) => `${b}×${f}`).join(', ')}; the best of the sweep then sends all ${p.docs}, and that run is the baseline.`,
+      `(b) runs at most ${p.oldWindowSec} s per profile (it would take minutes at 150 ms); its rate is the documents it wrote in that window (each 100 ms tick waits for 100 parallel round trips). Its client has its 100 connections open before the window, as the real pipeline has once its pool has grown (it opens them 2 at a time, several round trips each): its steady state. On 2 shared cores 100 concurrent server sessions can be slower than the few a growing pool has: a run without the pre-opened pool measured up to 1.7× more in its first 10 s.`,
+      `Local server CPU: the whole server process tree from /proc (FerretDB; or postgres, its backends and the DocumentDB gateway) while the engine drains, per document, against a raw driver read of the same documents by \`$in\` in batches of 100 (${inRead.docs} of them, at most ${p.inReadMaxSec} s: ${round(inUsPerDoc)} µs/doc). Both leave out what the server spends idle (measured over ${p.idleSec} s with no client: ${round((idleRate || 0) * 1000)} ms of CPU per second) times their duration; the uncorrected engine figures are in the result file (\`localUsPerDocRaw\`). On FerretDB \`$in\` scans the table, so its baseline is itself expensive.`,
+      `Goals are on the engine's default settings (what a user gets). The second engine column sets the existing knobs batchSize ${TUNED.batchSize} and concurrency ${TUNED.concurrency} (like (a)'s best over slow links), to tell what the defaults cost from what the pipeline costs.`
+    ]
+  }
+}
+
+module.exports = {
+  name: 'link',
+  title: 'Drain over a slow Atlas link (RTT × bandwidth profiles)',
+  goal: `per profile ≥ ${GOAL_A}× a tuned raw upsert loop (a), ≥ ${GOAL_B}× the old pipeline (b); local server CPU/doc ≤ ${GOAL_CPU}× a raw $in read`,
+  run
+}
