@@ -260,7 +260,20 @@ impl Worker {
     /// the cap (it would stall every collection for `intent_delay`). Sending
     /// early is what the delay's expiry does anyway; the post mark, once
     /// taken, reads again after the write.
-    fn send_held_intents(&self) {
+    fn send_held_intents(self: &Arc<Self>) {
+        // A waiting collection intent ends its wait too, as its timer would.
+        let expired: Vec<(Arc<Namespace>, u64)> = lock(&self.scans)
+            .iter()
+            .filter_map(|(ns, slot)| {
+                slot.waiting
+                    .as_ref()
+                    .filter(|w| w.intent)
+                    .map(|w| (ns.clone(), w.seq))
+            })
+            .collect();
+        for (ns, seq) in expired {
+            self.intent_expired(ns, seq);
+        }
         for lane in &self.lanes {
             let mut st = lock(&lane.state);
             let mut released = false;
@@ -346,6 +359,14 @@ mod tests {
     /// A worker over an empty journal, one lane, no batching delay and a
     /// 20 ms `intent_delay`. No server is contacted unless a lane runs.
     pub(in crate::worker) fn test_worker(dir: &std::path::Path) -> Arc<Worker> {
+        test_worker_with(dir, |_| {})
+    }
+
+    /// `test_worker` with its settings changed by `tune`.
+    pub(in crate::worker) fn test_worker_with(
+        dir: &std::path::Path,
+        tune: impl FnOnce(&mut WorkerSettings),
+    ) -> Arc<Worker> {
         use crate::clients::LazyClient;
         use crate::journal::{Journal, JournalConfig};
         let (journal, recovery) = Journal::open(JournalConfig {
@@ -372,21 +393,23 @@ mod tests {
             scope: Default::default(),
             verify_acked: false,
         });
+        let mut settings = WorkerSettings {
+            batch_size: 10,
+            interval: Duration::ZERO,
+            max_retries: 1,
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+            fsync_interval: Duration::from_secs(1),
+            intent_delay: Duration::from_millis(20),
+            inflight_cap: 100,
+        };
+        tune(&mut settings);
         Worker::new(
             queue,
             Arc::new(Metrics::default()),
             Arc::new(DeadLetterStore::open(None).expect("store")),
             applier,
-            WorkerSettings {
-                batch_size: 10,
-                interval: Duration::ZERO,
-                max_retries: 1,
-                backoff_min: Duration::from_millis(1),
-                backoff_max: Duration::from_millis(1),
-                fsync_interval: Duration::from_secs(1),
-                intent_delay: Duration::from_millis(20),
-                inflight_cap: 100,
-            },
+            settings,
             1,
             // Every position below this is applied: scans start at once.
             u64::MAX,
