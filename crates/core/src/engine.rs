@@ -135,11 +135,8 @@ impl Engine {
             "local",
             cfg.connect_timeout,
         ));
-        let atlas = Arc::new(LazyClient::new(
-            &cfg.atlas_uri,
-            "Atlas",
-            cfg.connect_timeout,
-        ));
+        let atlas =
+            Arc::new(LazyClient::new(&cfg.atlas_uri, "Atlas", cfg.connect_timeout).compressed());
         let map_cfg = cfg.clone();
         let applier = Arc::new(Applier {
             local: local.clone(),
@@ -149,6 +146,11 @@ impl Engine {
             atlas_db: Arc::new(move |db: &str| map_cfg.atlas_db_for(db)),
             scope: cfg.scope.clone(),
             verify_acked: cfg.verify_acked,
+            read_gate: Arc::new(crate::read_limit::ReadGate::new(
+                cfg.local_read_limit,
+                cfg.local_read_adaptive,
+                metrics.local_read_limit.clone(),
+            )),
         });
         let worker = Worker::new(
             queue.clone(),

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::queue::MarkQueue;
 use bson::RawDocumentBuf;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,11 @@ use std::time::{Duration, Instant};
 
 /// Longest one batch may take before it is abandoned and resent.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Batches one lane has in flight at once: the next batch reads local while
+/// the previous one is on its way to Atlas, so the local read hides behind
+/// the link instead of adding to every round trip.
+pub const LANE_DEPTH: usize = 2;
 
 /// Identity of a document: namespace + `{_id}` bytes.
 #[derive(Clone)]
@@ -73,6 +78,9 @@ struct LaneState {
     docs: HashMap<DocKey, PendingDoc>,
     order: VecDeque<DocKey>,
     oldest: Option<Instant>,
+    /// Documents of the lane's batches in flight: a newer mark of one waits
+    /// until that batch settles (one batch per document at a time).
+    sending: HashSet<DocKey>,
 }
 
 struct Lane {
@@ -392,6 +400,11 @@ mod tests {
             atlas_db: Arc::new(|db: &str| db.to_owned()),
             scope: Default::default(),
             verify_acked: false,
+            read_gate: Arc::new(crate::read_limit::ReadGate::new(
+                4,
+                true,
+                Default::default(),
+            )),
         });
         let mut settings = WorkerSettings {
             batch_size: 10,
