@@ -1,5 +1,5 @@
 // The drain over a slow link: wire compression as the server negotiates it, the local read
-// limit knob and its metric, and per-document order while lanes keep two batches in flight.
+// limit knob and its metric, and per-document order while lanes keep several batches in flight.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
@@ -109,7 +109,7 @@ describe('drain over a link', () => {
     assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, adaptiveDb))
   })
 
-  it('keeps each document in order with two batches per lane in flight over a 20 ms link', async () => {
+  it('keeps each document in order with several batches per lane in flight over a 20 ms link', async () => {
     const proxy = await startProxy({ target: { port: Number(new URL(servers.atlas.uri).port) } })
     proxy.setLatency(10)
     try {

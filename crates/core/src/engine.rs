@@ -122,7 +122,9 @@ impl Engine {
         // half of it (enough for a few batches each), the queue the rest.
         let lanes = cfg.concurrency.max(1);
         let half = (cfg.queue_max_size / 2).max(1);
-        let inflight_cap = (cfg.batch_size * lanes * 4).clamp(1, half);
+        // Room for each lane's batches in flight plus two forming behind them.
+        let per_lane = crate::worker::LANE_DEPTH + 2;
+        let inflight_cap = (cfg.batch_size * lanes * per_lane).clamp(1, half);
         let queue_cap = cfg.queue_max_size.saturating_sub(inflight_cap).max(1);
         let queue = Arc::new(MarkQueue::new(
             journal,

@@ -33,10 +33,11 @@ use std::time::{Duration, Instant};
 /// Longest one batch may take before it is abandoned and resent.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Batches one lane has in flight at once: the next batch reads local while
-/// the previous one is on its way to Atlas, so the local read hides behind
-/// the link instead of adding to every round trip.
-pub const LANE_DEPTH: usize = 2;
+/// Batches one lane has in flight at once: the next batches read local while
+/// earlier ones are on their way to Atlas, so the local read hides behind
+/// the link, and `lanes × LANE_DEPTH × batch` documents fill a slow link's
+/// bandwidth-delay product even at the guide's `SYNC_BATCH_SIZE=100`.
+pub const LANE_DEPTH: usize = 4;
 
 /// Identity of a document: namespace + `{_id}` bytes.
 #[derive(Clone)]
