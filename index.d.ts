@@ -72,6 +72,10 @@ export interface SyncOptions {
   adoptIntervalMs?: number
   /** `SYNC_VERIFY_AFTER_ACK` (true when NODE_APP_INSTANCE is set): re-read acknowledged documents and resend what another process changed meanwhile. */
   verifyAfterAck?: boolean
+  /** `SYNC_LOCAL_READ_LIMIT` (32): most reads of local the drain runs at once (a `$in` read of a batch counts one, a point read one). */
+  localReadLimit?: number
+  /** `SYNC_LOCAL_READ_ADAPTIVE` (true): lower that limit, down to 1, while local reads cost more than when the server is idle, so the drain yields to the app. */
+  localReadAdaptive?: boolean
   /** Health thresholds: `SYNC_HEALTH_MAX_BACKLOG` (1000), `SYNC_HEALTH_MAX_FAILURE_RATE` (0.05), `SYNC_HEALTH_MAX_LAG_MS` (60000), `SYNC_HEALTH_MAX_DEAD_LETTERS` (0), `SYNC_HEALTH_ATLAS_DOWN_MS` (300000). */
   healthMaxBacklog?: number
   healthMaxFailureRate?: number
@@ -127,6 +131,8 @@ export interface Metrics {
   /** Successful batches / all batch attempts (0..1). */
   /** Succeeded / all batch attempts of the last 5 minutes (1 when there were none). Lifetime counts: `batches`, `failures.batches`. */
   successRate: number
+  /** Reads of local the drain may run at once now (1..SYNC_LOCAL_READ_LIMIT; lower while the app keeps the local server busy). */
+  localReadLimit: number
   throughput: { appliedPerSec: number }
   applyLatencyMs: Percentiles
   /** End-to-end lag: enqueue → acknowledged by Atlas. */

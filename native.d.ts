@@ -91,6 +91,10 @@ export interface NativeConfig {
   scopeRules?: Array<NativeScopeRule>
   /** Re-read acknowledged documents (several processes share local). */
   verifyAcked?: boolean
+  /** Most reads of local the drain runs at once. */
+  localReadLimit?: number
+  /** Lower that limit while the local server is busy. */
+  localReadAdaptive?: boolean
 }
 
 export interface NativeJobOptions {

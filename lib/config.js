@@ -62,6 +62,8 @@ const FIELDS = {
   adoptIntervalMs: ['SYNC_ADOPT_INTERVAL_MS', int(0, 86_400_000), 30000],
   // Default: on when this process is one of several instances (NODE_APP_INSTANCE set).
   verifyAfterAck: ['SYNC_VERIFY_AFTER_ACK', bool, undefined],
+  localReadLimit: ['SYNC_LOCAL_READ_LIMIT', int(1, 1024), 32],
+  localReadAdaptive: ['SYNC_LOCAL_READ_ADAPTIVE', bool, true],
   healthMaxBacklog: ['SYNC_HEALTH_MAX_BACKLOG', int(0, 1e12), 1000],
   healthMaxFailureRate: ['SYNC_HEALTH_MAX_FAILURE_RATE', num(0, 1), 0.05],
   healthMaxLagMs: ['SYNC_HEALTH_MAX_LAG_MS', int(0, 1e12), 60000],

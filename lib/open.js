@@ -38,6 +38,8 @@ function nativeConfig (c, dataDir = c.dataDir) {
     connectTimeoutMs: c.connectTimeoutMs,
     logLevel: c.logLevel,
     verifyAcked: c.verifyAfterAck,
+    localReadLimit: c.localReadLimit,
+    localReadAdaptive: c.localReadAdaptive,
     scopeRules: nativeScopeRules(c)
   }
 }

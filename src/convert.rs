@@ -34,6 +34,10 @@ pub struct NativeConfig {
     pub scope_rules: Option<Vec<NativeScopeRule>>,
     /// Re-read acknowledged documents (several processes share local).
     pub verify_acked: Option<bool>,
+    /// Most reads of local the drain runs at once.
+    pub local_read_limit: Option<u32>,
+    /// Lower that limit while the local server is busy.
+    pub local_read_adaptive: Option<bool>,
 }
 
 /// One collection's rule, as lib/scope.js resolves it.
@@ -108,6 +112,10 @@ pub fn config_from_js(c: NativeConfig) -> Result<EngineConfig, String> {
         )
     })?;
     cfg.verify_acked = c.verify_acked.unwrap_or(false);
+    if let Some(n) = c.local_read_limit {
+        cfg.local_read_limit = (n as usize).max(1);
+    }
+    cfg.local_read_adaptive = c.local_read_adaptive.unwrap_or(true);
     if let Some(s) = c.segment_bytes {
         cfg.segment_bytes = u64::from(s).max(4096);
     }

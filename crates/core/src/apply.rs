@@ -7,6 +7,7 @@ use crate::capabilities;
 use crate::classify::{classify_command_error, is_transient_code, FailureClass};
 use crate::clients::LazyClient;
 use crate::mark::Namespace;
+use crate::read_limit::ReadGate;
 use crate::scope::{scoped_id, ScopeRules};
 use bson::{rawdoc, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf};
 use futures_util::future::join_all;
@@ -62,6 +63,14 @@ impl TransientFailure {
     }
 }
 
+/// How write commands are cut and bounded on Atlas.
+pub struct WritePlan {
+    /// Statements per command.
+    pub statements: usize,
+    /// Permits for statements in flight over all commands, where the server needs a bound.
+    pub in_flight: Option<tokio::sync::Semaphore>,
+}
+
 /// One document of a batch.
 pub struct BatchDoc {
     pub ns: Arc<Namespace>,
@@ -73,8 +82,8 @@ pub struct Applier {
     pub atlas: Arc<LazyClient>,
     /// Decided once, from how the local server says it runs a `_id` `$in`.
     pub read_mode: tokio::sync::OnceCell<ReadMode>,
-    /// Statements per write command, decided once from Atlas's `hello` and `explain`.
-    pub write_limit: tokio::sync::OnceCell<usize>,
+    /// How Atlas takes writes, decided once from its `hello` and `explain`.
+    pub write_limit: tokio::sync::OnceCell<WritePlan>,
     /// Maps a local database name to its Atlas database name.
     pub atlas_db: Arc<dyn Fn(&str) -> String + Send + Sync>,
     /// Each collection's scope: reads and writes only ever touch owned documents.
@@ -82,6 +91,8 @@ pub struct Applier {
     /// Re-read what Atlas acknowledged and report what local changed since
     /// (several processes writing one local database: see `apply_verify`).
     pub verify_acked: bool,
+    /// Permits for reads of local: the drain yields to the app there.
+    pub read_gate: Arc<ReadGate>,
 }
 
 /// Upper bound for one command's statements, well under the 16 MiB limit.
@@ -118,7 +129,7 @@ impl Applier {
                 Ok::<_, TransientFailure>(capabilities::read_mode(evidence))
             })
             .await?;
-        let limit = *self
+        let limit = self
             .write_limit
             .get_or_try_init(|| async {
                 let db = atlas.database(&(self.atlas_db)(&probe_ns.db));
@@ -129,13 +140,17 @@ impl Applier {
                 let evidence = capabilities::probe_filter(&db, &probe_ns.coll)
                     .await
                     .map_err(|m| TransientFailure::atlas(format!("Atlas {m}")))?;
-                Ok::<_, TransientFailure>(capabilities::statements_per_command(&hello, evidence))
+                Ok::<_, TransientFailure>(WritePlan {
+                    statements: capabilities::statements_per_command(&hello, evidence),
+                    in_flight: capabilities::statements_in_flight(evidence)
+                        .map(tokio::sync::Semaphore::new),
+                })
             })
             .await?;
         for (ns, idx) in by_ns {
             let ids: Vec<&RawDocumentBuf> = idx.iter().map(|&i| docs[i].id.as_ref()).collect();
             let scope = self.scope.filter(&ns.coll);
-            let current = read_local(local, mode, ns, &ids, scope).await?;
+            let current = read_local(local, &self.read_gate, mode, ns, &ids, scope).await?;
             let atlas_db = atlas.database(&(self.atlas_db)(&ns.db));
             let mut upserts = Vec::new();
             let mut deletes = Vec::new();
@@ -169,6 +184,7 @@ impl Applier {
             if self.verify_acked {
                 let read = crate::apply_verify::LocalRead {
                     client: local,
+                    gate: &self.read_gate,
                     mode,
                     ns,
                     scope,
@@ -210,6 +226,7 @@ fn explain_collision(out: DocOutcome, scope: Option<&RawDocumentBuf>) -> DocOutc
 /// Atlas copy is deleted only if it is in scope there (the scoped delete).
 pub(crate) async fn read_local(
     local: &mongodb::Client,
+    gate: &ReadGate,
     mode: ReadMode,
     ns: &Namespace,
     ids: &[&RawDocumentBuf],
@@ -242,6 +259,7 @@ pub(crate) async fn read_local(
             // One batch for the whole batch of ids: a getMore would resume the server's
             // streaming cursor, which on DocumentDB can list a document twice (measured on
             // the test bed), and a document the read misses would be deleted from Atlas.
+            let permit = gate.acquire().await;
             let mut cursor = coll
                 .find(filter)
                 .batch_size(one_batch)
@@ -250,22 +268,30 @@ pub(crate) async fn read_local(
             while let Some(doc) = cursor.try_next().await.map_err(local_err)? {
                 keep(doc);
             }
+            permit.finish(ids.len());
         }
         ReadMode::Point => {
-            for chunk in ids.chunks(32) {
-                // Identity docs were validated at enqueue; one that still
-                // fails to convert is skipped here and rejected by `apply`.
-                let reads = chunk
-                    .iter()
-                    .filter_map(|id| scoped_id(id, scope).to_document().ok())
-                    .map(|filter| {
-                        let coll = coll.clone();
-                        async move { coll.find_one(filter).await }
-                    });
-                for r in join_all(reads).await {
-                    if let Some(doc) = r.map_err(local_err)? {
-                        keep(doc);
+            // All at once: the gate bounds how many reach the server (and
+            // a read waits for a permit, not for the slowest of its group).
+            // Identity docs were validated at enqueue; one that still fails
+            // to convert is skipped here and rejected by `apply`.
+            let reads = ids
+                .iter()
+                .filter_map(|id| scoped_id(id, scope).to_document().ok())
+                .map(|filter| {
+                    let coll = coll.clone();
+                    async move {
+                        let permit = gate.acquire().await;
+                        let found = coll.find_one(filter).await;
+                        if found.is_ok() {
+                            permit.finish(1);
+                        }
+                        found
                     }
+                });
+            for r in join_all(reads).await {
+                if let Some(doc) = r.map_err(local_err)? {
+                    keep(doc);
                 }
             }
         }
@@ -279,11 +305,11 @@ impl Applier {
         db: &Database,
         coll: &str,
         docs: &[(usize, RawDocumentBuf)],
-        max_statements: usize,
+        plan: &WritePlan,
         scope: Option<&RawDocumentBuf>,
     ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
         let mut out = Vec::with_capacity(docs.len());
-        for chunk in chunk_by_size(docs, max_statements, |(_, d)| d.as_bytes().len()) {
+        for chunk in chunk_by_size(docs, plan.statements, |(_, d)| d.as_bytes().len()) {
             let mut updates = RawArrayBuf::new();
             let mut singles = Vec::with_capacity(chunk.len());
             for (_, doc) in chunk {
@@ -296,7 +322,7 @@ impl Applier {
             let cmd = rawdoc! { "update": coll, "updates": updates, "ordered": false };
             let idx: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
             out.extend(
-                self.run_write(db, cmd, &idx, singles, DocOutcome::Upserted)
+                self.run_write(db, cmd, &idx, singles, DocOutcome::Upserted, plan)
                     .await?,
             );
         }
@@ -308,11 +334,11 @@ impl Applier {
         db: &Database,
         coll: &str,
         ids: &[(usize, &RawDocumentBuf)],
-        max_statements: usize,
+        plan: &WritePlan,
         scope: Option<&RawDocumentBuf>,
     ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in chunk_by_size(ids, max_statements, |(_, id)| id.as_bytes().len()) {
+        for chunk in chunk_by_size(ids, plan.statements, |(_, id)| id.as_bytes().len()) {
             let mut deletes = RawArrayBuf::new();
             let mut singles = Vec::with_capacity(chunk.len());
             for (_, id) in chunk {
@@ -326,7 +352,7 @@ impl Applier {
             let cmd = rawdoc! { "delete": coll, "deletes": deletes, "ordered": false };
             let idx: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
             out.extend(
-                self.run_write(db, cmd, &idx, singles, DocOutcome::Deleted)
+                self.run_write(db, cmd, &idx, singles, DocOutcome::Deleted, plan)
                     .await?,
             );
         }
@@ -346,7 +372,19 @@ impl Applier {
         idx: &[usize],
         singles: Vec<RawDocumentBuf>,
         ok: DocOutcome,
+        plan: &WritePlan,
     ) -> Result<Vec<(usize, DocOutcome)>, TransientFailure> {
+        // Held for the whole command (its statements resent one by one too).
+        let _permits =
+            match &plan.in_flight {
+                Some(sem) => {
+                    let n = u32::try_from(idx.len().clamp(1, plan.statements.max(1))).unwrap_or(1);
+                    Some(sem.acquire_many(n).await.map_err(|_| {
+                        TransientFailure::atlas("the write budget was closed".into())
+                    })?)
+                }
+                None => None,
+            };
         match db.run_raw_command(cmd).await {
             Ok(reply) => {
                 let outcomes = parse_write_reply(&reply, idx, &ok)?;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 /// Where and how the check reads local: as the send read it.
 pub(crate) struct LocalRead<'a> {
     pub client: &'a mongodb::Client,
+    pub gate: &'a crate::read_limit::ReadGate,
     pub mode: ReadMode,
     pub ns: &'a Namespace,
     pub scope: Option<&'a RawDocumentBuf>,
@@ -44,7 +45,15 @@ pub(crate) async fn mark_superseded(
         return Ok(());
     }
     let check: Vec<&RawDocumentBuf> = applied.iter().map(|&k| ids[k]).collect();
-    let now = read_local(read.client, read.mode, read.ns, &check, read.scope).await?;
+    let now = read_local(
+        read.client,
+        read.gate,
+        read.mode,
+        read.ns,
+        &check,
+        read.scope,
+    )
+    .await?;
     for k in applied {
         let Some(v) = id_ref(ids[k]) else { continue };
         let key = match_key(v);

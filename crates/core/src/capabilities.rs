@@ -23,6 +23,20 @@ pub enum ReadMode {
 /// statements must stay well under that, or the command deadlocks.
 pub const UNPUSHED_STATEMENTS_PER_COMMAND: usize = 16;
 
+/// Statements in flight at once over all write commands on such a server:
+/// with batches pipelined, lanes × batches in flight × statements could
+/// otherwise pass its 100 connections.
+pub const UNPUSHED_STATEMENTS_IN_FLIGHT: usize = 64;
+
+/// Statements all write commands together may have in flight on a server
+/// (`None`: no bound but the pipeline's own).
+pub fn statements_in_flight(evidence: FilterEvidence) -> Option<usize> {
+    match evidence {
+        FilterEvidence::Scans => Some(UNPUSHED_STATEMENTS_IN_FLIGHT),
+        FilterEvidence::Indexed | FilterEvidence::Unknown => None,
+    }
+}
+
 /// The server's own statement limit when its `hello` does not say (MongoDB's value).
 const DEFAULT_MAX_WRITE_BATCH: usize = 100_000;
 
@@ -176,6 +190,12 @@ mod tests {
             statements_per_command(&doc! {}, FilterEvidence::Unknown),
             DEFAULT_MAX_WRITE_BATCH
         );
+        assert_eq!(
+            statements_in_flight(FilterEvidence::Scans),
+            Some(UNPUSHED_STATEMENTS_IN_FLIGHT)
+        );
+        assert_eq!(statements_in_flight(FilterEvidence::Indexed), None);
+        assert_eq!(statements_in_flight(FilterEvidence::Unknown), None);
         let bad = doc! { "maxWriteBatchSize": -1_i32 };
         assert_eq!(
             statements_per_command(&bad, FilterEvidence::Unknown),

@@ -3,7 +3,7 @@
 //! even be parsed without DNS.
 
 use crate::redact::redact_uri;
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, Compressor};
 use mongodb::Client;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -12,7 +12,20 @@ pub struct LazyClient {
     uri: String,
     label: &'static str,
     timeout: Duration,
+    /// Offer wire compression when the URI names no `compressors=`.
+    compress: bool,
     cell: OnceCell<Client>,
+}
+
+/// What the Atlas client offers when its URI names no `compressors=`, in
+/// order of preference. The server answers with the ones it accepts (none
+/// at all is fine: messages then go uncompressed).
+pub fn default_compressors() -> Vec<Compressor> {
+    vec![
+        Compressor::Zstd { level: None },
+        Compressor::Snappy,
+        Compressor::Zlib { level: None },
+    ]
 }
 
 impl LazyClient {
@@ -21,27 +34,46 @@ impl LazyClient {
             uri: uri.to_owned(),
             label,
             timeout,
+            compress: false,
             cell: OnceCell::new(),
         }
+    }
+
+    /// Offers `default_compressors` unless the URI names its own list. For
+    /// the link to Atlas: the local server is on loopback, where compressing
+    /// costs CPU and saves nothing.
+    pub fn compressed(mut self) -> Self {
+        self.compress = true;
+        self
     }
 
     /// The client, creating it if needed. Errors are redacted.
     pub async fn get(&self) -> Result<&Client, String> {
         self.cell
             .get_or_try_init(|| async {
-                let mut opts = ClientOptions::parse(&self.uri).await.map_err(|e| {
-                    format!(
-                        "{} URI {} is not usable: {e}",
-                        self.label,
-                        redact_uri(&self.uri)
-                    )
-                })?;
-                opts.server_selection_timeout = Some(self.timeout);
-                opts.connect_timeout = Some(self.timeout);
-                opts.app_name.get_or_insert_with(|| "dualsync".into());
+                let opts = self.options().await?;
                 Client::with_options(opts).map_err(|e| format!("{} client: {e}", self.label))
             })
             .await
+    }
+
+    /// The driver options this client is made with (no network for a
+    /// `mongodb://` URI; a `mongodb+srv://` one needs DNS).
+    async fn options(&self) -> Result<ClientOptions, String> {
+        let mut opts = ClientOptions::parse(&self.uri).await.map_err(|e| {
+            format!(
+                "{} URI {} is not usable: {e}",
+                self.label,
+                redact_uri(&self.uri)
+            )
+        })?;
+        opts.server_selection_timeout = Some(self.timeout);
+        opts.connect_timeout = Some(self.timeout);
+        opts.app_name.get_or_insert_with(|| "dualsync".into());
+        if self.compress && opts.compressors.is_none() {
+            opts.compressors = Some(default_compressors());
+        }
+        Ok(opts)
     }
 
     /// The client if it was already created.
@@ -65,6 +97,42 @@ pub fn db_from_uri(uri: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(c: &Option<Vec<Compressor>>) -> Vec<String> {
+        c.iter().flatten().map(|c| format!("{c:?}")).collect()
+    }
+
+    #[tokio::test]
+    async fn the_atlas_client_offers_compression_unless_the_uri_says_otherwise() {
+        let t = Duration::from_secs(1);
+        let plain = LazyClient::new("mongodb://127.0.0.1:1/db", "Atlas", t).compressed();
+        let offered = plain.options().await.expect("options").compressors;
+        assert_eq!(names(&offered), names(&Some(default_compressors())));
+        assert_eq!(
+            names(&offered).len(),
+            3,
+            "zstd, snappy and zlib are built in"
+        );
+        // The URI's own list wins (the user's choice, e.g. one their server takes).
+        let own = LazyClient::new("mongodb://127.0.0.1:1/db?compressors=zlib", "Atlas", t)
+            .compressed()
+            .options()
+            .await
+            .expect("options")
+            .compressors;
+        assert_eq!(
+            names(&own),
+            vec![format!("{:?}", Compressor::Zlib { level: None })]
+        );
+        // The local client offers nothing: loopback gains nothing from it.
+        let local = LazyClient::new("mongodb://127.0.0.1:1/db", "local", t);
+        assert!(local
+            .options()
+            .await
+            .expect("options")
+            .compressors
+            .is_none());
+    }
 
     #[test]
     fn finds_the_database_in_a_uri() {

@@ -44,6 +44,10 @@ pub struct EngineConfig {
     /// Re-read acknowledged documents and resend what local changed since
     /// (other processes write the same local database).
     pub verify_acked: bool,
+    /// Most reads of local the drain runs at once (SYNC_LOCAL_READ_LIMIT).
+    pub local_read_limit: usize,
+    /// Lower that limit while local reads cost more than when idle.
+    pub local_read_adaptive: bool,
 }
 
 impl EngineConfig {
@@ -71,6 +75,8 @@ impl EngineConfig {
             intent_delay: Duration::from_secs(30),
             scope: Arc::new(ScopeRules::default()),
             verify_acked: false,
+            local_read_limit: 32,
+            local_read_adaptive: true,
         }
     }
 

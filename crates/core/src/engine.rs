@@ -122,7 +122,9 @@ impl Engine {
         // half of it (enough for a few batches each), the queue the rest.
         let lanes = cfg.concurrency.max(1);
         let half = (cfg.queue_max_size / 2).max(1);
-        let inflight_cap = (cfg.batch_size * lanes * 4).clamp(1, half);
+        // Room for each lane's batches in flight plus two forming behind them.
+        let per_lane = crate::worker::LANE_DEPTH + 2;
+        let inflight_cap = (cfg.batch_size * lanes * per_lane).clamp(1, half);
         let queue_cap = cfg.queue_max_size.saturating_sub(inflight_cap).max(1);
         let queue = Arc::new(MarkQueue::new(
             journal,
@@ -135,11 +137,8 @@ impl Engine {
             "local",
             cfg.connect_timeout,
         ));
-        let atlas = Arc::new(LazyClient::new(
-            &cfg.atlas_uri,
-            "Atlas",
-            cfg.connect_timeout,
-        ));
+        let atlas =
+            Arc::new(LazyClient::new(&cfg.atlas_uri, "Atlas", cfg.connect_timeout).compressed());
         let map_cfg = cfg.clone();
         let applier = Arc::new(Applier {
             local: local.clone(),
@@ -149,6 +148,11 @@ impl Engine {
             atlas_db: Arc::new(move |db: &str| map_cfg.atlas_db_for(db)),
             scope: cfg.scope.clone(),
             verify_acked: cfg.verify_acked,
+            read_gate: Arc::new(crate::read_limit::ReadGate::new(
+                cfg.local_read_limit,
+                cfg.local_read_adaptive,
+                metrics.local_read_limit.clone(),
+            )),
         });
         let worker = Worker::new(
             queue.clone(),

@@ -17,6 +17,7 @@ pub mod mark;
 pub mod metrics;
 pub mod poison;
 pub mod queue;
+pub mod read_limit;
 pub mod reconcile;
 pub mod redact;
 pub mod scope;

@@ -130,6 +130,8 @@ pub struct Metrics {
     pub scans_coalesced: AtomicU64,
     /// Last failure to read local (does not make Atlas look unreachable).
     pub local_error: Mutex<Option<String>>,
+    /// Reads of local the drain may run at once now (see `read_limit`).
+    pub local_read_limit: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// db → collection → counters (nested so a lookup allocates nothing).
     collections: Mutex<HashMap<String, HashMap<String, std::sync::Arc<CollectionCounters>>>>,
     rate: Mutex<RateWindow>,
@@ -163,6 +165,7 @@ impl Default for Metrics {
             scans_started: AtomicU64::new(0),
             scans_coalesced: AtomicU64::new(0),
             local_error: Mutex::new(None),
+            local_read_limit: Default::default(),
             collections: Mutex::new(HashMap::new()),
             rate: Mutex::new(RateWindow::default()),
             outcomes: Mutex::new(OutcomeWindow::default()),
@@ -317,6 +320,10 @@ impl Metrics {
             self.verify_resends.load(Relaxed).into(),
         );
         m.insert("successRate".into(), success_rate.into());
+        m.insert(
+            "localReadLimit".into(),
+            self.local_read_limit.load(Relaxed).into(),
+        );
         m.insert(
             "throughput".into(),
             json!({ "appliedPerSec": self.applied_rate() }),

@@ -200,7 +200,7 @@ impl Worker {
     }
 
     /// An intent's wait is over: it scans now, or right after the running scan.
-    fn intent_expired(self: &Arc<Self>, ns: Arc<Namespace>, seq: u64) {
+    pub(super) fn intent_expired(self: &Arc<Self>, ns: Arc<Namespace>, seq: u64) {
         let start = {
             let mut scans = lock(&self.scans);
             let Some(slot) = scans.get_mut(&ns) else {
@@ -332,6 +332,64 @@ mod tests {
         })
         .await;
         assert!(waited.is_ok(), "timed out waiting for {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_collection_intents_are_sent_at_the_inflight_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Arc::new(tokio::sync::Notify::new());
+        // An hour of `intent_delay`: only `send_held_intents` can start these scans.
+        let w = crate::worker::tests::test_worker_with(dir.path(), |s| {
+            s.intent_delay = Duration::from_secs(3600)
+        });
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let opener = gate.clone();
+        let scanner: CollectionScanner = Arc::new(move |_ns| {
+            let first = counted.fetch_add(1, SeqCst) == 0;
+            let gate = gate.clone();
+            Box::pin(async move {
+                if first {
+                    gate.notified().await;
+                }
+                Ok(0)
+            })
+        });
+        *lock(&w.scanner) = Some(scanner);
+        let idle = Arc::new(Namespace {
+            db: "d".into(),
+            coll: "idle".into(),
+        });
+        let busy = Arc::new(Namespace {
+            db: "d".into(),
+            coll: "busy".into(),
+        });
+        // A collection intent with no scan running, and one behind a running scan.
+        w.hold(1, 1);
+        w.queue_scan(idle.clone(), 1, true);
+        w.hold(2, 1);
+        w.queue_scan(busy.clone(), 2, false);
+        until("the busy collection's scan to run", || {
+            calls.load(SeqCst) == 1
+        })
+        .await;
+        w.hold(3, 1);
+        w.queue_scan(busy.clone(), 3, true);
+        // The cap is full with marks waiting: held intents go now, collection
+        // intents too (their post marks may be among the waiting marks).
+        w.send_held_intents();
+        until("the idle collection's intent to scan", || {
+            calls.load(SeqCst) == 2 && !lock(&w.inflight).contains_key(&1)
+        })
+        .await;
+        // The intent behind the running scan starts as soon as that scan ends.
+        opener.notify_one();
+        until("every scan to finish and release", || {
+            w.scans_in_flight() == 0 && lock(&w.inflight).is_empty()
+        })
+        .await;
+        assert_eq!(calls.load(SeqCst), 3);
+        assert!(lock(&w.scans).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

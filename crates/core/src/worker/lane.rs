@@ -31,10 +31,11 @@ impl Worker {
             let Some(key) = st.order.pop_front() else {
                 break;
             };
-            let ready = st
-                .docs
-                .get(&key)
-                .is_some_and(|d| d.not_before.is_none_or(|t| t <= now));
+            let ready = !st.sending.contains(&key)
+                && st
+                    .docs
+                    .get(&key)
+                    .is_some_and(|d| d.not_before.is_none_or(|t| t <= now));
             if ready {
                 if let Some(doc) = st.docs.remove(&key) {
                     batch.push((key, doc));
@@ -53,45 +54,53 @@ impl Worker {
             st.order.push_front(k);
         }
         st.oldest = if st.docs.is_empty() { None } else { Some(now) };
+        for (key, _) in &batch {
+            st.sending.insert(key.clone());
+        }
         if batch.is_empty() {
             return Err(soonest.map(|t| t.saturating_duration_since(now)));
         }
         Ok(batch)
     }
 
-    /// One lane: batches until shutdown.
+    /// One lane: batches until shutdown, up to `LANE_DEPTH` in flight.
     pub async fn run_lane(self: Arc<Self>, index: usize) {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
         let lane = &self.lanes[index];
-        let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
+        let mut in_flight = FuturesUnordered::new();
         loop {
             if self.shutdown.load(Acquire) {
+                // Let batches under way end (they stop retrying at shutdown).
+                while in_flight.next().await.is_some() {}
                 return;
             }
-            if self.paused.load(Acquire) {
-                lane.wake.notified().await;
-                continue;
-            }
-            let batch = match self.next_batch(lane) {
-                Ok(b) => b,
-                Err(wait) => {
-                    let wait = wait.unwrap_or(Duration::from_secs(1));
-                    tokio::select! {
-                        _ = lane.wake.notified() => {}
-                        _ = tokio::time::sleep(wait) => {}
+            let paused = self.paused.load(Acquire);
+            let mut wait = None;
+            if !paused && in_flight.len() < super::LANE_DEPTH {
+                match self.next_batch(lane) {
+                    Ok(batch) => {
+                        in_flight.push(self.apply_until_done(lane, batch));
+                        continue;
                     }
-                    continue;
+                    Err(w) => wait = w,
                 }
+            }
+            let wait = if paused {
+                Duration::from_secs(3600)
+            } else {
+                wait.unwrap_or(Duration::from_secs(1))
             };
-            self.apply_until_done(lane, batch, &mut backoff).await;
+            tokio::select! {
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = lane.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
     }
 
-    async fn apply_until_done(
-        &self,
-        lane: &Lane,
-        batch: Vec<(DocKey, PendingDoc)>,
-        backoff: &mut Backoff,
-    ) {
+    async fn apply_until_done(&self, lane: &Lane, batch: Vec<(DocKey, PendingDoc)>) {
+        let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
+        let backoff = &mut backoff;
         let docs: Vec<BatchDoc> = batch
             .iter()
             .map(|(k, _)| BatchDoc {
@@ -186,6 +195,13 @@ impl Worker {
     }
 
     fn settle(&self, lane: &Lane, batch: Vec<(DocKey, PendingDoc)>, outcomes: Vec<DocOutcome>) {
+        {
+            // Newer marks of these documents may go from now on.
+            let mut st = lock(&lane.state);
+            for (key, _) in &batch {
+                st.sending.remove(key);
+            }
+        }
         let now = now_ms();
         for ((key, doc), outcome) in batch.into_iter().zip(outcomes) {
             let counters = self.metrics.collection(&key.ns.db, &key.ns.coll);

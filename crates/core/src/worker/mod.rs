@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::queue::MarkQueue;
 use bson::RawDocumentBuf;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,12 @@ use std::time::{Duration, Instant};
 
 /// Longest one batch may take before it is abandoned and resent.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Batches one lane has in flight at once: the next batches read local while
+/// earlier ones are on their way to Atlas, so the local read hides behind
+/// the link, and `lanes × LANE_DEPTH × batch` documents fill a slow link's
+/// bandwidth-delay product even at the guide's `SYNC_BATCH_SIZE=100`.
+pub const LANE_DEPTH: usize = 4;
 
 /// Identity of a document: namespace + `{_id}` bytes.
 #[derive(Clone)]
@@ -73,6 +79,9 @@ struct LaneState {
     docs: HashMap<DocKey, PendingDoc>,
     order: VecDeque<DocKey>,
     oldest: Option<Instant>,
+    /// Documents of the lane's batches in flight: a newer mark of one waits
+    /// until that batch settles (one batch per document at a time).
+    sending: HashSet<DocKey>,
 }
 
 struct Lane {
@@ -260,7 +269,20 @@ impl Worker {
     /// the cap (it would stall every collection for `intent_delay`). Sending
     /// early is what the delay's expiry does anyway; the post mark, once
     /// taken, reads again after the write.
-    fn send_held_intents(&self) {
+    fn send_held_intents(self: &Arc<Self>) {
+        // A waiting collection intent ends its wait too, as its timer would.
+        let expired: Vec<(Arc<Namespace>, u64)> = lock(&self.scans)
+            .iter()
+            .filter_map(|(ns, slot)| {
+                slot.waiting
+                    .as_ref()
+                    .filter(|w| w.intent)
+                    .map(|w| (ns.clone(), w.seq))
+            })
+            .collect();
+        for (ns, seq) in expired {
+            self.intent_expired(ns, seq);
+        }
         for lane in &self.lanes {
             let mut st = lock(&lane.state);
             let mut released = false;
@@ -346,6 +368,14 @@ mod tests {
     /// A worker over an empty journal, one lane, no batching delay and a
     /// 20 ms `intent_delay`. No server is contacted unless a lane runs.
     pub(in crate::worker) fn test_worker(dir: &std::path::Path) -> Arc<Worker> {
+        test_worker_with(dir, |_| {})
+    }
+
+    /// `test_worker` with its settings changed by `tune`.
+    pub(in crate::worker) fn test_worker_with(
+        dir: &std::path::Path,
+        tune: impl FnOnce(&mut WorkerSettings),
+    ) -> Arc<Worker> {
         use crate::clients::LazyClient;
         use crate::journal::{Journal, JournalConfig};
         let (journal, recovery) = Journal::open(JournalConfig {
@@ -371,22 +401,29 @@ mod tests {
             atlas_db: Arc::new(|db: &str| db.to_owned()),
             scope: Default::default(),
             verify_acked: false,
+            read_gate: Arc::new(crate::read_limit::ReadGate::new(
+                4,
+                true,
+                Default::default(),
+            )),
         });
+        let mut settings = WorkerSettings {
+            batch_size: 10,
+            interval: Duration::ZERO,
+            max_retries: 1,
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+            fsync_interval: Duration::from_secs(1),
+            intent_delay: Duration::from_millis(20),
+            inflight_cap: 100,
+        };
+        tune(&mut settings);
         Worker::new(
             queue,
             Arc::new(Metrics::default()),
             Arc::new(DeadLetterStore::open(None).expect("store")),
             applier,
-            WorkerSettings {
-                batch_size: 10,
-                interval: Duration::ZERO,
-                max_retries: 1,
-                backoff_min: Duration::from_millis(1),
-                backoff_max: Duration::from_millis(1),
-                fsync_interval: Duration::from_secs(1),
-                intent_delay: Duration::from_millis(20),
-                inflight_cap: 100,
-            },
+            settings,
             1,
             // Every position below this is applied: scans start at once.
             u64::MAX,
