@@ -90,7 +90,7 @@ export interface NativeConfig {
   /** Scope and extras policy per collection; `*` applies to the rest. */
   scopeRules?: Array<NativeScopeRule>
   /** Re-read acknowledged documents (several processes share local). */
-  verifyAcked?: boolean
+  verifyAfterAck?: boolean
   /** Most reads of local the drain runs at once. */
   localReadLimit?: number
   /** Lower that limit while the local server is busy. */

@@ -37,7 +37,7 @@ function nativeConfig (c, dataDir = c.dataDir) {
     backoffMaxMs: c.backoffMaxMs,
     connectTimeoutMs: c.connectTimeoutMs,
     logLevel: c.logLevel,
-    verifyAcked: c.verifyAfterAck,
+    verifyAfterAck: c.verifyAfterAck,
     localReadLimit: c.localReadLimit,
     localReadAdaptive: c.localReadAdaptive,
     scopeRules: nativeScopeRules(c)

@@ -33,7 +33,7 @@ pub struct NativeConfig {
     /// Scope and extras policy per collection; `*` applies to the rest.
     pub scope_rules: Option<Vec<NativeScopeRule>>,
     /// Re-read acknowledged documents (several processes share local).
-    pub verify_acked: Option<bool>,
+    pub verify_after_ack: Option<bool>,
     /// Most reads of local the drain runs at once.
     pub local_read_limit: Option<u32>,
     /// Lower that limit while the local server is busy.
@@ -111,7 +111,7 @@ pub fn config_from_js(c: NativeConfig) -> Result<EngineConfig, String> {
             c.log_level
         )
     })?;
-    cfg.verify_acked = c.verify_acked.unwrap_or(false);
+    cfg.verify_after_ack = c.verify_after_ack.unwrap_or(false);
     if let Some(n) = c.local_read_limit {
         cfg.local_read_limit = (n as usize).max(1);
     }

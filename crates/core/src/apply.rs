@@ -29,7 +29,7 @@ pub enum DocOutcome {
         message: String,
     },
     /// Applied, but local no longer holds what was sent: send it again
-    /// (only with `verify_acked`).
+    /// (only with `verify_after_ack`).
     Superseded,
 }
 
@@ -90,7 +90,7 @@ pub struct Applier {
     pub scope: Arc<ScopeRules>,
     /// Re-read what Atlas acknowledged and report what local changed since
     /// (several processes writing one local database: see `apply_verify`).
-    pub verify_acked: bool,
+    pub verify_after_ack: bool,
     /// Permits for reads of local: the drain yields to the app there.
     pub read_gate: Arc<ReadGate>,
 }
@@ -181,7 +181,7 @@ impl Applier {
             {
                 outcomes[i] = Some(out);
             }
-            if self.verify_acked {
+            if self.verify_after_ack {
                 let read = crate::apply_verify::LocalRead {
                     client: local,
                     gate: &self.read_gate,

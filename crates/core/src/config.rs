@@ -43,7 +43,7 @@ pub struct EngineConfig {
     pub scope: Arc<ScopeRules>,
     /// Re-read acknowledged documents and resend what local changed since
     /// (other processes write the same local database).
-    pub verify_acked: bool,
+    pub verify_after_ack: bool,
     /// Most reads of local the drain runs at once (SYNC_LOCAL_READ_LIMIT).
     pub local_read_limit: usize,
     /// Lower that limit while local reads cost more than when idle.
@@ -74,7 +74,7 @@ impl EngineConfig {
             log_level: tracing::Level::INFO,
             intent_delay: Duration::from_secs(30),
             scope: Arc::new(ScopeRules::default()),
-            verify_acked: false,
+            verify_after_ack: false,
             local_read_limit: 32,
             local_read_adaptive: true,
         }

@@ -147,7 +147,7 @@ impl Engine {
             write_limit: tokio::sync::OnceCell::new(),
             atlas_db: Arc::new(move |db: &str| map_cfg.atlas_db_for(db)),
             scope: cfg.scope.clone(),
-            verify_acked: cfg.verify_acked,
+            verify_after_ack: cfg.verify_after_ack,
             read_gate: Arc::new(crate::read_limit::ReadGate::new(
                 cfg.local_read_limit,
                 cfg.local_read_adaptive,

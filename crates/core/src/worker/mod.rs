@@ -400,7 +400,7 @@ mod tests {
             write_limit: tokio::sync::OnceCell::new(),
             atlas_db: Arc::new(|db: &str| db.to_owned()),
             scope: Default::default(),
-            verify_acked: false,
+            verify_after_ack: false,
             read_gate: Arc::new(crate::read_limit::ReadGate::new(
                 4,
                 true,
