@@ -193,7 +193,7 @@ async function main (names) {
   return failed ? 1 : 0
 }
 
-module.exports = { DEBS, NODE_PACKAGES }
+module.exports = { DEBS, NODE_PACKAGES, platformNode, winePrefix }
 
 if (require.main === module) {
   main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (e) => {
