@@ -121,7 +121,9 @@ function installApp (name, r, tarballs, app) {
     optionalDependencies: Object.fromEntries(Object.entries(tarballs.platforms).map(([p, f]) => [`dualsync-${p}`, `file:${path.relative(app, f)}`]))
   }
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify(pkg, null, 2))
-  const args = [r.path(NPM_CLI), 'install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=warn', `--cache=${r.path(path.join(os.homedir(), '.npm'))}`]
+  // Offline, from the host's npm cache (warmed in main()): the emulated npm
+  // does not see the host's npm config (CA file) and is slow on the network.
+  const args = [r.path(NPM_CLI), 'install', '--offline', '--no-audit', '--no-fund', '--loglevel=warn', `--cache=${r.path(path.join(os.homedir(), '.npm'))}`]
   if (name === 'linux-arm64-gnu') args.push('--ignore-scripts')
   const res = runNode(r, args, { cwd: app })
   if (res.status !== 0) throw new Error(`npm install under ${r.cmd} failed (${res.status}):\n${res.out}`)
@@ -171,6 +173,9 @@ async function main (names) {
   const { startPair } = require('./testbed')
   const { pack } = require('./pack-platforms')
   const tarballs = pack({ dest: path.join(work, 'dist'), platforms: ['linux-x64-gnu', ...platforms.filter((p) => p !== 'linux-x64-gnu')], build: process.env.DUALSYNC_PLATFORMS_NO_BUILD !== '1' })
+  // The main package's registry dependencies, into the host's npm cache for the offline installs.
+  const { dependencies } = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'))
+  execFileSync('npm', ['cache', 'add', ...Object.entries(dependencies).map(([n, v]) => `${n}@${v}`)], { stdio: 'ignore' })
   const servers = await startPair()
   const lines = []
   let failed = false
