@@ -24,7 +24,6 @@ async function main (phase) {
   const keep = (level) => (m) => lines.push(`${level} ${m}`)
   const logger = { debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error') }
   const { createSync } = require('dualsync')
-  const loadedFrom = Object.keys(require.cache).find((f) => f.endsWith('.node')) || 'none'
   const dir = dataDir()
   const ids = process.env.PROBE_IDS.split(',')
   const sync = await createSync({
@@ -36,6 +35,9 @@ async function main (phase) {
     logger,
     logLevel: 'debug'
   })
+  // The addon is loaded by createSync; which file it was shows the package npm picked.
+  const loadedFrom = Object.keys(require.cache).find((f) => f.endsWith('.node'))
+  if (!loadedFrom) throw new Error('no .node file in require.cache after createSync')
   const out = { phase, platform: `${process.platform}-${process.arch}`, node: process.version, binary: loadedFrom, dataDir: dir }
   if (phase === 'journal') {
     sync.pause()
