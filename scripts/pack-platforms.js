@@ -34,7 +34,7 @@ function versionKey (v) {
 function checkBinary (name, file) {
   if (name.startsWith('win32-')) {
     const dump = execFileSync('x86_64-w64-mingw32-objdump', ['-p', file], { encoding: 'utf8', maxBuffer: 64 << 20 })
-    const dlls = [...dump.matchAll(/DLL Name: (\S+)/g)].map((m) => m[1])
+    const dlls = [...new Set([...dump.matchAll(/DLL Name: (\S+)/g)].map((m) => m[1].toLowerCase()))]
     if (dlls.some((d) => /^(lib)?node\.(dll|exe)$/i.test(d))) {
       throw new Error(`${file} imports ${dlls.join(', ')}: it must load Node's functions at run time, not link libnode`)
     }

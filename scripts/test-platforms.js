@@ -134,6 +134,12 @@ function installApp (name, r, tarballs, app) {
 async function testPlatform (name, tarballs, servers, work) {
   const { MongoClient } = require('mongodb')
   const r = runner(name, work)
+  if (r.env.WINEPREFIX) {
+    // The prefix is cached between runs; the probe's %APPDATA% data dir must start empty.
+    for (const user of fs.readdirSync(path.join(r.env.WINEPREFIX, 'drive_c', 'users'))) {
+      fs.rmSync(path.join(r.env.WINEPREFIX, 'drive_c', 'users', user, 'AppData', 'Roaming', 'Bomba POS'), { recursive: true, force: true })
+    }
+  }
   const app = path.join(work, `app ${name}`)
   installApp(name, r, tarballs, app)
   fs.copyFileSync(probeSrc, path.join(app, 'probe.js'))
