@@ -3,7 +3,7 @@
 // file), a `dualsync.<platform>.node` next to this file (a developer's
 // `npm run build`, or the cargo build of scripts/install.js), then the
 // prebuilt package `dualsync-<platform>` that npm installed from our
-// optionalDependencies. Anything else fails with ERR_DUALSYNC_NO_BINARY and
+// optionalDependencies. Anything else fails with ERR_SYNC_NO_BINARY and
 // says what was tried and how to get a binary.
 
 const path = require('node:path')
@@ -49,7 +49,7 @@ function load () {
     ? `npm should have installed the optional dependency dualsync-${candidates()[0]}: check that optional dependencies are not disabled (--omit=optional, --no-optional) and reinstall dualsync`
     : `no prebuilt binary exists for this platform (prebuilt: ${PREBUILT.join(', ')}); install a Rust toolchain (https://rustup.rs) and reinstall dualsync without --ignore-scripts so it builds from source`
   const err = new Error(`dualsync: no native binary loads on ${describePlatform()}: ${hint}. Tried:\n  ${tried.join('\n  ')}`)
-  err.code = 'ERR_DUALSYNC_NO_BINARY'
+  err.code = 'ERR_SYNC_NO_BINARY'
   throw err
 }
 
