@@ -4,6 +4,8 @@
 // Linux x64 host: win32-x64-gnu with MinGW, linux-arm64-gnu with
 // cargo-zigbuild against glibc 2.17, linux-x64-gnu from `npm run build`.
 //   node scripts/cross.js [platform...]     (default: all of PREBUILT)
+//   node scripts/cross.js --clippy win32-x64-gnu   (clippy -D warnings for that target: the
+//                                                  Windows-only code in crates/core/src/platform.rs)
 // Tools it needs and does not install itself are named with the command to run.
 // Build outputs go to a target dir under ~/.cache/dualsync (kept between CI
 // runs, so a fresh clone only recompiles the workspace crates).
@@ -115,12 +117,25 @@ function build (name) {
   return out
 }
 
-module.exports = { build, TARGETS, TARGET_DIR }
+/** `cargo clippy -D warnings` of the workspace for a cross target (no build). */
+function clippy (name) {
+  const t = TARGETS[name]
+  if (!t) throw new Error(`unknown cross platform "${name}" (expected one of ${Object.keys(TARGETS).join(', ')})`)
+  ensureTools(name)
+  run('cargo', [...t.cargo.map((c) => (c === 'build' ? 'clippy' : c)), '--locked', '--workspace', '--target', t.rust, '--', '-D', 'warnings'], {
+    cwd: root,
+    env: { ...process.env, ...t.env(), CARGO_TARGET_DIR: TARGET_DIR }
+  })
+}
+
+module.exports = { build, clippy, TARGETS, TARGET_DIR }
 
 if (require.main === module) {
-  const names = process.argv.slice(2)
+  const args = process.argv.slice(2)
+  const lint = args[0] === '--clippy'
+  const names = lint ? args.slice(1) : args
   try {
-    for (const n of names.length ? names : PREBUILT) build(n)
+    for (const n of names.length ? names : PREBUILT) lint ? clippy(n) : build(n)
   } catch (e) {
     console.error(`cross: ${e.message}`)
     process.exitCode = 1

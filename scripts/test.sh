@@ -160,6 +160,11 @@ done
 
 # The prebuilt binaries of other platforms: cross builds (toolchains and build cache under
 # ~/.cache/dualsync), then installed and run under wine / qemu against the first test bed.
+if [[ " $platforms " == *" win32-x64-gnu "* ]]; then
+  step "cargo clippy --target x86_64-pc-windows-gnu (warnings are errors)"
+  node scripts/cross.js --clippy win32-x64-gnu
+  step_done "cargo clippy (windows)"
+fi
 for pl in $platforms; do
   step "cross build $pl"
   node scripts/cross.js "$pl"
