@@ -26,7 +26,7 @@ async function main (phase) {
   const { createSync } = require('dualsync')
   const dir = dataDir()
   const ids = process.env.PROBE_IDS.split(',')
-  const sync = await createSync({
+  const options = {
     enabled: true,
     localUri: process.env.PROBE_LOCAL,
     atlasUri: process.env.PROBE_ATLAS,
@@ -34,7 +34,8 @@ async function main (phase) {
     fsyncIntervalMs: 0,
     logger,
     logLevel: 'debug'
-  })
+  }
+  const sync = await createSync(options)
   // The addon is loaded by createSync; which file it was shows the package npm picked.
   const loadedFrom = Object.keys(require.cache).find((f) => f.endsWith('.node'))
   if (!loadedFrom) throw new Error('no .node file in require.cache after createSync')
@@ -45,6 +46,10 @@ async function main (phase) {
     const j = sync.metrics().journal
     if (!j.persist || j.end === 0) throw new Error(`marks were not journaled: ${JSON.stringify(j)}`)
     out.journalEnd = j.end
+    // One process per data dir: a second engine on it is refused (the platform's file lock).
+    const second = await createSync({ ...options, lockWaitMs: 0 }).then(() => null, (e) => e)
+    if (!second || second.code !== 'ERR_SYNC_LOCK_TIMEOUT') throw new Error(`a second engine on ${dir} was not refused: ${second && second.message}`)
+    out.refused = second.message
   } else if (phase === 'recover') {
     out.recovered = sync.metrics().journal.recovered
     if (out.recovered < ids.length) throw new Error(`recovered ${out.recovered} marks from the journal, expected at least ${ids.length}`)
