@@ -317,9 +317,10 @@ export class ConfigError extends Error {
  * input; thrown as a TypeError), `ERR_SYNC_JOURNAL` (journal unreadable or unwritable),
  * `ERR_SYNC_LOCKED` (the data dir is held by another process), `ERR_SYNC_LOCK_TIMEOUT` (createSync
  * waited SYNC_LOCK_WAIT_MS for that process to exit), `ERR_SYNC_IO` (dead-letter store; a mark that
- * could not be journaled), `ERR_SYNC_ENGINE` (anything else).
+ * could not be journaled), `ERR_SYNC_ENGINE` (anything else), `ERR_SYNC_NO_BINARY` (createSync of an
+ * enabled sync: no native binary loads on this platform; the message names what was tried).
  */
-export type SyncErrorCode = 'ERR_SYNC_CLOSED' | 'ERR_SYNC_INVALID' | 'ERR_SYNC_JOURNAL' | 'ERR_SYNC_LOCKED' | 'ERR_SYNC_LOCK_TIMEOUT' | 'ERR_SYNC_IO' | 'ERR_SYNC_ENGINE'
+export type SyncErrorCode = 'ERR_SYNC_CLOSED' | 'ERR_SYNC_INVALID' | 'ERR_SYNC_JOURNAL' | 'ERR_SYNC_LOCKED' | 'ERR_SYNC_LOCK_TIMEOUT' | 'ERR_SYNC_IO' | 'ERR_SYNC_ENGINE' | 'ERR_SYNC_NO_BINARY'
 
 /** Creates the sync engine from env vars and options (a no-op Sync when disabled). */
 export function createSync(options?: SyncOptions): Promise<Sync>

@@ -1,6 +1,7 @@
-// As a new user would: `npm pack`, install the tarball into a fresh app next
-// to mongoose and express, run a short script that syncs a write, and check
-// the document on Atlas.
+// As a new user would: pack the main package and the linux-x64-gnu platform
+// package (`npm run pack:platforms`), install them into a fresh app next to
+// mongoose and express, run a short script that syncs a write, and check the
+// document on Atlas. The other platforms: scripts/test-platforms.js.
 import { describe, it, expect, beforeAll } from 'vitest'
 import { createRequire } from 'node:module'
 import { execFileSync, spawnSync } from 'node:child_process'
@@ -11,7 +12,7 @@ import { useServers, uniqueDbName } from './helpers/servers.js'
 
 const require = createRequire(import.meta.url)
 const { MongoClient } = require('mongodb')
-const root = path.join(__dirname, '..')
+const { pack } = require('../scripts/pack-platforms')
 let servers
 
 beforeAll(async () => {
@@ -42,17 +43,21 @@ main().catch((e) => { console.error(e); process.exit(1) })
 describe('the npm package', () => {
   it('packs, installs into a fresh app and syncs a write', async () => {
     const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-pkg-'))
-    const packed = execFileSync('npm', ['pack', '--pack-destination', work, '--silent'], { cwd: root, encoding: 'utf8' }).trim().split('\n').pop()
-    const tarball = path.join(work, packed)
+    const tarballs = pack({ dest: work, platforms: ['linux-x64-gnu'] })
+    const tarball = tarballs.main
     expect(fs.existsSync(tarball)).toBe(true)
+    // The main package ships no binary; the platform package does.
+    const listing = execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' })
+    expect(listing).not.toMatch(/\.node\n/)
+    expect(JSON.parse(execFileSync('tar', ['xzfO', tarball, 'package/package.json'], { encoding: 'utf8' })).optionalDependencies).toHaveProperty('dualsync-linux-x64-gnu')
     const app = path.join(work, 'app')
     fs.mkdirSync(app)
     fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'cafe-app', version: '1.0.0', private: true }))
-    const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', tarball, 'mongoose@9', 'express@5'], { cwd: app, encoding: 'utf8' })
+    const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', tarball, tarballs.platforms['linux-x64-gnu'], 'mongoose@9', 'express@5'], { cwd: app, encoding: 'utf8' })
     expect(install.status, install.stderr).toBe(0)
     const installed = JSON.parse(fs.readFileSync(path.join(app, 'node_modules', 'dualsync', 'package.json'), 'utf8'))
     expect(installed.peerDependencies).toHaveProperty('mongoose')
-    expect(fs.existsSync(path.join(app, 'node_modules', 'dualsync', 'dualsync.linux-x64-gnu.node'))).toBe(true)
+    expect(fs.existsSync(path.join(app, 'node_modules', 'dualsync-linux-x64-gnu', 'dualsync.linux-x64-gnu.node'))).toBe(true)
     fs.writeFileSync(path.join(app, 'index.js'), APP)
     const db = uniqueDbName('pkg')
     const run = spawnSync(process.execPath, ['index.js'], {

@@ -1,16 +1,33 @@
 #!/usr/bin/env node
 'use strict'
-// postinstall: use the bundled native binary when it loads; otherwise build
-// the addon from source with cargo (a platform with no prebuilt binary).
+// postinstall: use the prebuilt binary (the dualsync-<platform> optional
+// dependency) when it loads; otherwise build the addon from source with cargo
+// (a platform with no prebuilt binary). With --ignore-scripts this never runs,
+// which is fine wherever a prebuilt binary exists.
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
 
 const root = path.join(__dirname, '..')
 
+// In this process, not a child: under an emulator (qemu-user) or a sandbox
+// this Node may not be able to start another. A failed require is not cached,
+// so the check after the build loads afresh.
 function loads () {
-  const r = spawnSync(process.execPath, ['-e', "require('./native.js')"], { cwd: root, stdio: 'ignore' })
-  return r.status === 0
+  try {
+    require(path.join(root, 'native.js'))
+    return true
+  } catch {
+    return false
+  }
+}
+
+// The cargo build on Windows uses the host toolchain's ABI (msvc or gnu).
+function builtName () {
+  const { platformArchABI } = require('./platform')
+  if (process.platform !== 'win32') return platformArchABI()
+  const host = spawnSync('rustc', ['-vV'], { encoding: 'utf8' }).stdout || ''
+  return `win32-${process.arch}-${host.includes('-msvc') ? 'msvc' : 'gnu'}`
 }
 
 function main () {
@@ -24,8 +41,7 @@ function main () {
     return 1
   }
   const built = path.join(root, 'target', 'release', process.platform === 'darwin' ? 'libdualsync.dylib' : process.platform === 'win32' ? 'dualsync.dll' : 'libdualsync.so')
-  const { platformArchABI } = require('./platform')
-  fs.copyFileSync(built, path.join(root, `dualsync.${platformArchABI()}.node`))
+  fs.copyFileSync(built, path.join(root, `dualsync.${builtName()}.node`))
   if (!loads()) {
     console.error('dualsync: the addon built but does not load; please report this with your platform details.')
     return 1

@@ -2,10 +2,12 @@
 # Full local check, runnable on a fresh clone: system packages (installed when root, else
 # the exact command is printed), Rust format, lints and tests, the release addon build,
 # then the JS suite against real servers — the Rust server tests and the whole vitest
-# suite run once per test-bed engine (DUALSYNC_TEST_ENGINES, default "ferretdb documentdb") —
-# and the bench's smoke run (every scenario at small sizes) on one engine
-# (DUALSYNC_BENCH_SMOKE_ENGINES, default: the last test engine; "none" skips it). The smoke run
-# fails the check only when a scenario cannot run, never on a missed speed goal.
+# suite run once per test-bed engine (DUALSYNC_TEST_ENGINES, default "ferretdb documentdb"),
+# then the prebuilt binaries for other platforms are cross-built and tested under wine / qemu
+# (scripts/test-platforms.js; DUALSYNC_TEST_PLATFORMS, default "win32-x64-gnu linux-arm64-gnu",
+# "none" skips them), and last the bench's smoke run (every scenario at small sizes) on one
+# engine (DUALSYNC_BENCH_SMOKE_ENGINES, default: the last test engine; "none" skips it). The
+# smoke run fails the check only when a scenario cannot run, never on a missed speed goal.
 # Extra arguments go to vitest (e.g. a file filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,8 @@ step_done() {
 }
 
 engines=${DUALSYNC_TEST_ENGINES:-ferretdb documentdb}
+platforms=${DUALSYNC_TEST_PLATFORMS:-win32-x64-gnu linux-arm64-gnu}
+[ "$platforms" != none ] || platforms=
 for e in $engines; do
   DUALSYNC_TESTBED=$e node -e 'require("./scripts/testbed.js").engine()' 2>/dev/null || {
     echo "DUALSYNC_TEST_ENGINES: unknown engine \"$e\" (expected ferretdb, documentdb or mongod)" >&2
@@ -38,6 +42,12 @@ case " $engines " in *" ferretdb "*) command -v sqlite3 >/dev/null || need+=(sql
 for e in $engines; do
   # The engine lists its Debian packages (the documentdb build needs PostgreSQL 15 and friends).
   for p in $(DUALSYNC_TESTBED=$e node scripts/testbed.js packages); do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+  done
+done
+# Cross linkers, wine and qemu for the platform test (scripts/test-platforms.js lists them).
+for pl in $platforms; do
+  for p in $(node -e 'console.log(require("./scripts/test-platforms.js").DEBS[process.argv[1]].join(" "))' "$pl"); do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
   done
 done
@@ -150,6 +160,28 @@ for e in $engines; do
   lines+=("vitest ($e): $p passed, $f failed, $k skipped")
   step_done "vitest ($e)"
 done
+
+# The prebuilt binaries of other platforms: cross builds (toolchains and build cache under
+# ~/.cache/dualsync), then installed and run under wine / qemu against the first test bed.
+if [[ " $platforms " == *" win32-x64-gnu "* ]]; then
+  step "cargo clippy --target x86_64-pc-windows-gnu (warnings are errors)"
+  node scripts/cross.js --clippy win32-x64-gnu
+  step_done "cargo clippy (windows)"
+fi
+for pl in $platforms; do
+  step "cross build $pl"
+  node scripts/cross.js "$pl"
+  step_done "cross build $pl"
+done
+if [ -n "$platforms" ]; then
+  step "test:platforms ($platforms)"
+  s=0
+  # shellcheck disable=SC2086
+  DUALSYNC_TESTBED=${engines%% *} DUALSYNC_PLATFORMS_NO_BUILD=1 node scripts/test-platforms.js $platforms || s=$?
+  [ "$s" -eq 0 ] || status=$s
+  lines+=("test:platforms ($platforms): $([ "$s" -eq 0 ] && echo passed || echo FAILED)")
+  step_done "test:platforms"
+fi
 
 # A vitest filter means a partial run: the bench smoke belongs to the whole check only.
 bench_engines=${DUALSYNC_BENCH_SMOKE_ENGINES:-${engines##* }}

@@ -217,9 +217,7 @@ impl DeadLetterStore {
 
 fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        let _ = crate::platform::sync_dir(dir);
     }
 }
 

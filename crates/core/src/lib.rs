@@ -15,6 +15,7 @@ pub mod logging;
 pub mod lost;
 pub mod mark;
 pub mod metrics;
+pub mod platform;
 pub mod poison;
 pub mod queue;
 pub mod read_limit;

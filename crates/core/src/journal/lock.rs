@@ -65,7 +65,7 @@ fn read_holder(file: &mut File) -> String {
     let _ = file.read_to_string(&mut s);
     let s = s.trim();
     if s.is_empty() {
-        "another process (it has not written its details yet)".to_string()
+        crate::platform::unreadable_holder().to_string()
     } else {
         s.chars().take(300).collect()
     }
@@ -78,17 +78,6 @@ fn describe_self() -> String {
     format!(
         "pid {} on host {} (started {started})\n",
         std::process::id(),
-        hostname()
+        crate::platform::hostname()
     )
-}
-
-fn hostname() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }

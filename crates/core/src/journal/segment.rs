@@ -1,7 +1,6 @@
 //! Segment files: names, listing, positional writes and directory fsync.
 
 use super::JournalError;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -54,43 +53,11 @@ pub fn remove(path: &Path) -> Result<(), JournalError> {
 
 /// Makes created, renamed and removed directory entries durable.
 pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| JournalError::io(dir, e))
-    }
-    // Windows cannot open a directory as a file; NTFS journals its metadata.
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    crate::platform::sync_dir(dir).map_err(|e| JournalError::io(dir, e))
 }
 
-/// Writes all of `buf` at `offset` (one pwrite(2) unless the kernel splits it).
-pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match std::os::windows::fs::FileExt::seek_write(file, buf, offset) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    buf = &buf[n..];
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-}
+/// Writes all of `buf` at `offset` (see [`crate::platform::write_all_at`]).
+pub use crate::platform::write_all_at;
 
 #[cfg(test)]
 mod tests {
