@@ -8,6 +8,7 @@
 //     on the app's own connection, sequenced together with the sink's marks.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
+import { FIND_ONE_AND_DELETE_OPTS } from './helpers/writeops.js'
 
 const require = createRequire(import.meta.url)
 const { MongoClient, BSON } = require('mongodb')
@@ -329,7 +330,7 @@ describe.each(VERSIONS)('%s', (label, lib) => {
     const docs = await Item.insertMany(Array.from({ length: 6 }, (_, i) => ({ name: `del-${i}`, group: 'del' })))
     for (const [name, write] of [
       ['deleteOne', () => Item.deleteOne({ name: 'del-0' })],
-      ['findOneAndDelete', () => Item.findOneAndDelete({ name: 'del-1' })],
+      ['findOneAndDelete', () => Item.findOneAndDelete({ name: 'del-1' }, FIND_ONE_AND_DELETE_OPTS)],
       ['doc.deleteOne', () => docs[2].deleteOne()],
       ['findByIdAndDelete', () => Item.findByIdAndDelete(docs[3]._id)],
       ['deleteMany', () => Item.deleteMany({ group: 'del' })]
@@ -500,7 +501,7 @@ describe.each(VERSIONS)('%s', (label, lib) => {
       ['doc.updateOne', () => doc.updateOne({ $inc: { n: 1 } }, { sync: false })],
       ['insertMany', () => Item.insertMany([{ name: 'opt-im', group: 'opt' }], { sync: false })],
       ['bulkWrite', () => Item.bulkWrite([{ updateOne: { filter: { name: 'opt' }, update: { $inc: { n: 1 } } } }, { insertOne: { document: { name: 'opt-bw', group: 'opt' } } }], { sync: false })],
-      ['findOneAndDelete', () => Item.findOneAndDelete({ name: 'opt-bw' }, { sync: false })],
+      ['findOneAndDelete', () => Item.findOneAndDelete({ name: 'opt-bw' }, { ...FIND_ONE_AND_DELETE_OPTS, sync: false })],
       ['doc.deleteOne', () => doc.deleteOne({ sync: false })],
       ['deleteMany', () => Item.deleteMany({ group: 'opt' }, { sync: false })]
     ]

@@ -15,6 +15,7 @@ import readline from 'node:readline'
 import { useServers, uniqueDbName } from './helpers/servers.js'
 import { startSyncEnv, MONGOOSE_VERSIONS } from './helpers/syncenv.js'
 import { waitFor } from './helpers/wait.js'
+import { FIND_ONE_AND_DELETE_OPTS } from './helpers/writeops.js'
 
 const require = createRequire(import.meta.url)
 const { probeTransactions } = require('./helpers/capabilities.js')
@@ -207,7 +208,7 @@ describe.runIf(txn.supported).each(MONGOOSE_VERSIONS)('writes in transactions re
       await Stock.deleteOne({ _id: id }, { session })
       await Stock.create([{ _id: id, sku: 'recreated', qty: round }], { session })
       await Stock.create([{ _id: temp, sku: 'temporary', qty: round }], { session })
-      await Stock.findOneAndDelete({ sku: 'temporary' }, { session })
+      await Stock.findOneAndDelete({ sku: 'temporary' }, { ...FIND_ONE_AND_DELETE_OPTS, session })
       await pauseBeforeCommit()
       await session.commitTransaction()
       await session.endSession()

@@ -7,6 +7,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { useServers } from './helpers/servers.js'
 import { startSyncEnv, MONGOOSE_VERSIONS } from './helpers/syncenv.js'
 import { waitFor } from './helpers/wait.js'
+import { FIND_ONE_AND_DELETE_OPTS } from './helpers/writeops.js'
 
 const EXCLUDED = 'secrets'
 const MARK_CAP = 200 // small, so one test goes over it (the collection-mark path)
@@ -189,7 +190,7 @@ describe.each(MONGOOSE_VERSIONS)('write paths reach Atlas (%s)', (label, lib) =>
     const docs = await Plain.insertMany(Array.from({ length: 8 }, (_, i) => ({ name: `del-${i}`, group: 'del', n: i })))
     await env.converge()
     expect(await countOnAtlas('plains', { group: 'del' })).toBe(8)
-    const gone = await Plain.findOneAndDelete({ name: 'del-0' })
+    const gone = await Plain.findOneAndDelete({ name: 'del-0' }, FIND_ONE_AND_DELETE_OPTS)
     expect(gone.n).toBe(0)
     await Plain.deleteOne({ name: 'del-1' })
     await docs[2].deleteOne()

@@ -71,6 +71,13 @@ const VALUE_SHAPES = {
  * @param {string} uri  server URI (no database)
  * @returns {Promise<Record<string, {supported: boolean, reason: string}>>}
  */
+function unreachable (err) {
+  if (!err) return false
+  if (/^MongoNetwork|^MongoServerSelection/.test(err.name || '')) return true
+  // PostgreSQL restarting its backends after one crashed (DocumentDB test bed)
+  return /not yet accepting connections|in recovery mode/.test(err.message || '')
+}
+
 async function probeValues (uri) {
   return withProbeDb(uri, async (db) => {
     const coll = db.collection('values')
@@ -85,6 +92,9 @@ async function probeValues (uri) {
           ? { supported: true, reason: 'stored and read back byte for byte' }
           : { supported: false, reason: 'stored, but read back different' }
       } catch (err) {
+        // A lost connection or a server in crash recovery is a fault, not a refusal: it must
+        // fail the run, never turn into a skipped test.
+        if (unreachable(err)) throw err
         out[name] = { supported: false, reason: `the server refused it (${describeError(err)})` }
       }
     }

@@ -19,6 +19,8 @@ import testbed from '../../scripts/testbed.js'
  * printed op shows it. FerretDB keeps the unsorted shape.
  */
 export const FIND_ONE_AND_DELETE_SORT = testbed.engine() === 'documentdb' ? { _id: 1 } : undefined
+/** Options for a `findOneAndDelete` by a non-`_id` filter in any test (see above). */
+export const FIND_ONE_AND_DELETE_OPTS = FIND_ONE_AND_DELETE_SORT ? { sort: FIND_ONE_AND_DELETE_SORT } : {}
 
 export const POOL_SIZE = 4
 const OID_HEX = ['6500000000000000000000a0', '6500000000000000000000a1', '6500000000000000000000a2', '6500000000000000000000a3']

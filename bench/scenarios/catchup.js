@@ -145,7 +145,7 @@ function report (p, prof, compression, { catchup, win, drainedEarly, leftAfterWi
       `Backlog left after the windows: ${leftAfterWindows} marks (the app's own writes add marks in both kinds of window).`,
       'A café request here is Mongoose calls without HTTP (Express would add the same constant to both sides and shrink the ratio).',
       `Bytes per document count the whole command traffic the proxy carried (BSON documents ~385 B each, plus command framing, replies and the engine\'s other commands).`,
-      'The engine runs with its default settings; adaptive concurrency and wire compression are being built on another branch: this measures what the build under test does.'
+      'The engine runs with its default settings: this measures what the build under test does (see its commit above).'
     ]
   }
 }
