@@ -151,13 +151,15 @@ for e in $engines; do
   [ "$s" -eq 0 ] || status=$s
   counts=$(node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    console.log(`${r.numPassedTests} ${r.numFailedTests} ${r.numPendingTests + r.numTodoTests}`);
-  ' "$report" 2>/dev/null || echo "0 1 0")
+    // A file that fails outside any test (its set-up threw) counts as a failure too.
+    const files = r.testResults.filter((t) => t.status === "failed" && t.assertionResults.every((a) => a.status !== "failed")).length;
+    console.log(`${r.numPassedTests} ${r.numFailedTests} ${r.numPendingTests + r.numTodoTests} ${files}`);
+  ' "$report" 2>/dev/null || echo "0 1 0 0")
   rm -f "$report"
-  read -r p f k <<<"$counts"
+  read -r p f k ff <<<"$counts"
   passed=$((passed + p))
-  failed=$((failed + f))
-  lines+=("vitest ($e): $p passed, $f failed, $k skipped")
+  failed=$((failed + f + ff))
+  lines+=("vitest ($e): $p passed, $f failed, $k skipped${ff:+$([ "$ff" -gt 0 ] && echo ", $ff file(s) failed outside their tests")}")
   step_done "vitest ($e)"
 done
 
