@@ -159,7 +159,9 @@ for e in $engines; do
   read -r p f k ff <<<"$counts"
   passed=$((passed + p))
   failed=$((failed + f + ff))
-  lines+=("vitest ($e): $p passed, $f failed, $k skipped${ff:+$([ "$ff" -gt 0 ] && echo ", $ff file(s) failed outside their tests")}")
+  extra=""
+  if [ "$ff" -gt 0 ]; then extra=", $ff file(s) failed outside their tests"; fi
+  lines+=("vitest ($e): $p passed, $f failed, $k skipped$extra")
   step_done "vitest ($e)"
 done
 
