@@ -221,7 +221,10 @@ describe('verify and full sync', () => {
       let observationsDuringJob = 0
       const observe = async () => {
         const present = new Set()
-        for (const d of await atlasItems.find({}, { projection: { version: 1 } }).toArray()) {
+        // One batch, so one statement and one snapshot: a getMore resumes DocumentDB's streaming
+        // cursor, which can skip a document updated meanwhile (seen as "deleted, then back").
+        const all = await atlasItems.find({}, { projection: { version: 1 }, batchSize: 1_000_000 }).toArray()
+        for (const d of all) {
           present.add(d._id)
           const before = highest.get(d._id)
           if (before !== undefined && d.version < before) violations.push(`${d._id}: version ${before} then ${d.version}`)

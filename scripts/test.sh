@@ -155,13 +155,24 @@ for e in $engines; do
     const files = r.testResults.filter((t) => t.status === "failed" && t.assertionResults.every((a) => a.status !== "failed")).length;
     console.log(`${r.numPassedTests} ${r.numFailedTests} ${r.numPendingTests + r.numTodoTests} ${files}`);
   ' "$report" 2>/dev/null || echo "0 1 0 0")
+  # The names of what failed, repeated in the closing summary: CI keeps only the end of the log.
+  names=()
+  while IFS= read -r name; do [ -z "$name" ] || names+=("  FAILED ($e): $name"); done < <(node -e '
+    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const rel = (f) => require("path").relative(process.cwd(), f);
+    for (const t of r.testResults) {
+      const failed = t.assertionResults.filter((a) => a.status === "failed");
+      for (const a of failed) console.log(`${rel(t.name)} > ${a.fullName}`);
+      if (t.status === "failed" && failed.length === 0) console.log(`${rel(t.name)} (outside its tests: ${String(t.message || "").split("\n")[0].slice(0, 200)})`);
+    }
+  ' "$report" 2>/dev/null || true)
   rm -f "$report"
   read -r p f k ff <<<"$counts"
   passed=$((passed + p))
   failed=$((failed + f + ff))
   extra=""
   if [ "$ff" -gt 0 ]; then extra=", $ff file(s) failed outside their tests"; fi
-  lines+=("vitest ($e): $p passed, $f failed, $k skipped$extra")
+  lines+=("vitest ($e): $p passed, $f failed, $k skipped$extra" ${names[@]+"${names[@]}"})
   step_done "vitest ($e)"
 done
 
