@@ -73,7 +73,7 @@ describe('engine', () => {
   it('does not let held intents fill the in-flight cap and stall their post-write marks', async () => {
     const { sync: small } = await openTestSync(servers, dbName, {
       dirPrefix: 'dualsync-intentcap-',
-      queueMaxSize: 100, // in-flight cap: min(batchSize × lanes × 4, half of this) = 40
+      queueMaxSize: 100, // in-flight cap: min(batchSize × lanes × (LANE_DEPTH + 2), half of this) = 50 < 60 intents
       batchSize: 10,
       concurrency: 1
     })

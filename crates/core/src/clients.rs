@@ -14,6 +14,8 @@ pub struct LazyClient {
     timeout: Duration,
     /// Offer wire compression when the URI names no `compressors=`.
     compress: bool,
+    /// Connections the pool may hold when the URI names no `maxPoolSize=`.
+    pool: Option<u32>,
     cell: OnceCell<Client>,
 }
 
@@ -35,6 +37,7 @@ impl LazyClient {
             label,
             timeout,
             compress: false,
+            pool: None,
             cell: OnceCell::new(),
         }
     }
@@ -44,6 +47,15 @@ impl LazyClient {
     /// costs CPU and saves nothing.
     pub fn compressed(mut self) -> Self {
         self.compress = true;
+        self
+    }
+
+    /// Room for `n` commands at once unless the URI names its own
+    /// `maxPoolSize`: the driver's default of 10 would queue the lanes'
+    /// batches behind each other, and over a link tens of ms long the
+    /// batches in flight, not the bandwidth, set the drain's speed.
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.pool = Some(n.max(1));
         self
     }
 
@@ -72,6 +84,13 @@ impl LazyClient {
         opts.app_name.get_or_insert_with(|| "dualsync".into());
         if self.compress && opts.compressors.is_none() {
             opts.compressors = Some(default_compressors());
+        }
+        if let (Some(n), None) = (self.pool, opts.max_pool_size) {
+            opts.max_pool_size = Some(n);
+            // Opened all at once: a connection to Atlas costs several round trips
+            // (TCP, TLS, hello, SCRAM), and the driver's 2 at a time would take
+            // seconds at 150 ms to reach the pool a backlog needs.
+            opts.max_connecting.get_or_insert(n);
         }
         Ok(opts)
     }
@@ -132,6 +151,21 @@ mod tests {
             .expect("options")
             .compressors
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn the_pool_holds_the_batches_in_flight_unless_the_uri_says_otherwise() {
+        let t = Duration::from_secs(1);
+        let sized = LazyClient::new("mongodb://127.0.0.1:1/db", "Atlas", t).pool_size(20);
+        assert_eq!(
+            sized.options().await.expect("options").max_pool_size,
+            Some(20)
+        );
+        let own =
+            LazyClient::new("mongodb://127.0.0.1:1/db?maxPoolSize=3", "Atlas", t).pool_size(20);
+        assert_eq!(own.options().await.expect("options").max_pool_size, Some(3));
+        let plain = LazyClient::new("mongodb://127.0.0.1:1/db", "local", t);
+        assert_eq!(plain.options().await.expect("options").max_pool_size, None);
     }
 
     #[test]

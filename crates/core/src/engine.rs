@@ -137,8 +137,13 @@ impl Engine {
             "local",
             cfg.connect_timeout,
         ));
-        let atlas =
-            Arc::new(LazyClient::new(&cfg.atlas_uri, "Atlas", cfg.connect_timeout).compressed());
+        // Every lane's batches in flight at once, plus room for a job's reads.
+        let atlas_pool = u32::try_from(lanes * crate::worker::LANE_DEPTH + 4).unwrap_or(u32::MAX);
+        let atlas = Arc::new(
+            LazyClient::new(&cfg.atlas_uri, "Atlas", cfg.connect_timeout)
+                .compressed()
+                .pool_size(atlas_pool),
+        );
         let map_cfg = cfg.clone();
         let applier = Arc::new(Applier {
             local: local.clone(),

@@ -37,7 +37,7 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// earlier ones are on their way to Atlas, so the local read hides behind
 /// the link, and `lanes × LANE_DEPTH × batch` documents fill a slow link's
 /// bandwidth-delay product even at the guide's `SYNC_BATCH_SIZE=100`.
-pub const LANE_DEPTH: usize = 4;
+pub const LANE_DEPTH: usize = 8;
 
 /// Identity of a document: namespace + `{_id}` bytes.
 #[derive(Clone)]
