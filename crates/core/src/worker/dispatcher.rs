@@ -324,6 +324,27 @@ mod tests {
         w
     }
 
+    /// A worker whose first scan (of a plain collection mark at position 1
+    /// of `d.c`) is running, held at the returned gate.
+    async fn first_scan_running() -> (
+        tempfile::TempDir,
+        Arc<tokio::sync::Notify>,
+        Arc<Worker>,
+        Arc<Namespace>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let w = worker(dir.path(), gate.clone());
+        let ns = Arc::new(Namespace {
+            db: "d".into(),
+            coll: "c".into(),
+        });
+        w.hold(1, 1);
+        w.queue_scan(ns.clone(), 1, false);
+        until("the first scan to run", || w.active_scans.load(SeqCst) == 1).await;
+        (dir, gate, w, ns)
+    }
+
     async fn until(what: &str, cond: impl Fn() -> bool) {
         let waited = tokio::time::timeout(Duration::from_secs(20), async {
             while !cond() {
@@ -394,17 +415,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_intent_behind_a_running_scan_still_expires_into_a_scan() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let gate = Arc::new(tokio::sync::Notify::new());
-        let w = worker(dir.path(), gate.clone());
-        let ns = Arc::new(Namespace {
-            db: "d".into(),
-            coll: "c".into(),
-        });
-        // A plain collection mark: its scan runs (held at the gate).
-        w.hold(1, 1);
-        w.queue_scan(ns.clone(), 1, false);
-        until("the first scan to run", || w.active_scans.load(SeqCst) == 1).await;
+        let (_dir, gate, w, ns) = first_scan_running().await;
         // Two pre-write marks arrive while it runs; no post mark ever comes
         // (the write failed before its post hook, say).
         w.hold(2, 1);
@@ -428,16 +439,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_intent_joining_a_waiting_plain_scan_keeps_its_position() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let gate = Arc::new(tokio::sync::Notify::new());
-        let w = worker(dir.path(), gate.clone());
-        let ns = Arc::new(Namespace {
-            db: "d".into(),
-            coll: "c".into(),
-        });
-        w.hold(1, 1);
-        w.queue_scan(ns.clone(), 1, false);
-        until("the first scan to run", || w.active_scans.load(SeqCst) == 1).await;
+        let (_dir, gate, w, ns) = first_scan_running().await;
         w.hold(2, 1);
         w.queue_scan(ns.clone(), 2, false);
         // The pre-write mark of a write still under way: the waiting scan may
