@@ -157,10 +157,9 @@ mod tests {
     async fn the_pool_holds_the_batches_in_flight_unless_the_uri_says_otherwise() {
         let t = Duration::from_secs(1);
         let sized = LazyClient::new("mongodb://127.0.0.1:1/db", "Atlas", t).pool_size(20);
-        assert_eq!(
-            sized.options().await.expect("options").max_pool_size,
-            Some(20)
-        );
+        let opts = sized.options().await.expect("options");
+        assert_eq!(opts.max_pool_size, Some(20));
+        assert_eq!(opts.max_connecting, Some(20), "opened in parallel");
         let own =
             LazyClient::new("mongodb://127.0.0.1:1/db?maxPoolSize=3", "Atlas", t).pool_size(20);
         assert_eq!(own.options().await.expect("options").max_pool_size, Some(3));
