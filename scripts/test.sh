@@ -149,23 +149,22 @@ for e in $engines; do
   s=0
   DUALSYNC_TESTBED=$e npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || s=$?
   [ "$s" -eq 0 ] || status=$s
-  counts=$(node -e '
-    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    // A file that fails outside any test (its set-up threw) counts as a failure too.
-    const files = r.testResults.filter((t) => t.status === "failed" && t.assertionResults.every((a) => a.status !== "failed")).length;
-    console.log(`${r.numPassedTests} ${r.numFailedTests} ${r.numPendingTests + r.numTodoTests} ${files}`);
-  ' "$report" 2>/dev/null || echo "0 1 0 0")
-  # The names of what failed, repeated in the closing summary: CI keeps only the end of the log.
-  names=()
-  while IFS= read -r name; do [ -z "$name" ] || names+=("  FAILED ($e): $name"); done < <(node -e '
+  # One read of the report: the counts on the first line, then the name of each failure
+  # (repeated in the closing summary: CI keeps only the end of the log).
+  summary=$(node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     const rel = (f) => require("path").relative(process.cwd(), f);
+    // A file that fails outside any test (its set-up threw) counts as a failure too.
+    const files = r.testResults.filter((t) => t.status === "failed" && t.assertionResults.every((a) => a.status !== "failed"));
+    console.log(`${r.numPassedTests} ${r.numFailedTests} ${r.numPendingTests + r.numTodoTests} ${files.length}`);
     for (const t of r.testResults) {
-      const failed = t.assertionResults.filter((a) => a.status === "failed");
-      for (const a of failed) console.log(`${rel(t.name)} > ${a.fullName}`);
-      if (t.status === "failed" && failed.length === 0) console.log(`${rel(t.name)} (outside its tests: ${String(t.message || "").split("\n")[0].slice(0, 200)})`);
+      for (const a of t.assertionResults) if (a.status === "failed") console.log(`${rel(t.name)} > ${a.fullName}`);
     }
-  ' "$report" 2>/dev/null || true)
+    for (const t of files) console.log(`${rel(t.name)} (outside its tests: ${String(t.message || "").split("\n")[0].slice(0, 200)})`);
+  ' "$report" 2>/dev/null || echo "0 1 0 0")
+  counts=${summary%%$'\n'*}
+  names=()
+  while IFS= read -r name; do [ -z "$name" ] || names+=("  FAILED ($e): $name"); done < <(printf '%s\n' "$summary" | tail -n +2)
   rm -f "$report"
   read -r p f k ff <<<"$counts"
   passed=$((passed + p))
