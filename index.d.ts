@@ -76,6 +76,8 @@ export interface SyncOptions {
   localReadLimit?: number
   /** `SYNC_LOCAL_READ_ADAPTIVE` (true): lower that limit, down to 1, while local reads cost more than when the server is idle, so the drain yields to the app. */
   localReadAdaptive?: boolean
+  /** `SYNC_DRAIN_SHARE` (0.03): while the app writes (a mark captured in the last 250 ms), the drain reads local one batch at a time, keeps pace with the documents the app writes, and gives the backlog only this share of the time; 1 never holds it back. A `flush()` or close drains at full speed. 0.01 – 1. */
+  drainShare?: number
   /** Health thresholds: `SYNC_HEALTH_MAX_BACKLOG` (1000), `SYNC_HEALTH_MAX_FAILURE_RATE` (0.05), `SYNC_HEALTH_MAX_LAG_MS` (60000), `SYNC_HEALTH_MAX_DEAD_LETTERS` (0), `SYNC_HEALTH_ATLAS_DOWN_MS` (300000). */
   healthMaxBacklog?: number
   healthMaxFailureRate?: number
@@ -133,6 +135,8 @@ export interface Metrics {
   successRate: number
   /** Reads of local the drain may run at once now (1..SYNC_LOCAL_READ_LIMIT; lower while the app keeps the local server busy). */
   localReadLimit: number
+  /** Share of the time the drain kept to at its last local read: `drainShare` while the app was writing, else 1. */
+  drainShare: number
   throughput: { appliedPerSec: number }
   applyLatencyMs: Percentiles
   /** End-to-end lag: enqueue → acknowledged by Atlas. */

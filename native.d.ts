@@ -87,6 +87,8 @@ export interface NativeConfig {
   localReadLimit?: number
   /** Lower that limit while the local server is busy. */
   localReadAdaptive?: boolean
+  /** Share of the time the drain reads local while the app writes (0.01–1). */
+  drainShare?: number
 }
 
 export interface NativeJobOptions {

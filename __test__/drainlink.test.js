@@ -13,6 +13,7 @@ const { createSync } = require('../index.js')
 const { compareDatabases, assertConverged } = require('./helpers/compare.js')
 const { startOpcodeRelay, OP_COMPRESSED } = require('./helpers/opcodes.js')
 const { startProxy } = require('./helpers/proxy.js')
+const { waitFor } = require('./helpers/wait.js')
 
 let servers, client
 const open = []
@@ -107,6 +108,36 @@ describe('drain over a link', () => {
     expect(await adaptive.flush({ timeoutMs: 60000 })).toBe(true)
     expect(adaptive.metrics().localReadLimit).toBe(1)
     assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, adaptiveDb))
+  })
+
+  it('holds a backlog drain to its share while the app writes, keeps pace with the app, and drains the rest once the app is quiet', async () => {
+    const dbName = uniqueDbName('share')
+    const sync = await openSync(dbName, servers.atlas.uri, { batchSize: 20 })
+    expect(sync.metrics().drainShare).toBe(1)
+    sync.pause()
+    const backlog = await insertMarked(sync, dbName, 'bills', 3000)
+    sync.resume()
+    // The app writes (new documents, each marked as the plugin would) until a read of the
+    // backlog has kept to the share: observed on the metric, not assumed from a sleep.
+    const written = []
+    let shared = false
+    for (let i = 0; i < 20000 && !shared; i++) {
+      written.push(...await insertMarked(sync, dbName, 'orders', 1))
+      shared = sync.metrics().drainShare === 0.03
+    }
+    expect(shared).toBe(true)
+    // Quiet app: no flush() (which would skip the share anyway); the drain goes back to full
+    // speed by itself and everything, backlog and the app's writes, reaches Atlas.
+    await waitFor('the backlog to drain after the app went quiet', () => sync.metrics().backlog.total === 0, { timeoutMs: 120000 })
+    const atlas = new MongoClient(servers.atlas.uri)
+    try {
+      expect(await atlas.db(dbName).collection('bills').countDocuments()).toBe(backlog.length)
+      expect(await atlas.db(dbName).collection('orders').countDocuments()).toBe(written.length)
+    } finally {
+      await atlas.close()
+    }
+    expect(sync.metrics().drainShare).toBe(1)
+    assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, dbName))
   })
 
   it('keeps each document in order with several batches per lane in flight over a 20 ms link', async () => {

@@ -40,6 +40,7 @@ function nativeConfig (c, dataDir = c.dataDir) {
     verifyAfterAck: c.verifyAfterAck,
     localReadLimit: c.localReadLimit,
     localReadAdaptive: c.localReadAdaptive,
+    drainShare: c.drainShare,
     scopeRules: nativeScopeRules(c)
   }
 }

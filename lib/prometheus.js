@@ -74,6 +74,7 @@ function families (m, { prefix = DEFAULT_PREFIX, now = Date.now() } = {}) {
   fam('lost_marks_total', 'counter', 'Marks that could not be journaled (disk full, broken journal); their collections are reconciled once it works again.', one(lost.count))
   fam('reconcile_pending_collections', 'gauge', 'Collections of lost marks whose reconcile is not queued yet.', one((lost.reconcilePending || []).length))
   fam('local_read_limit', 'gauge', 'Reads of local the drain may run at once now (SYNC_LOCAL_READ_LIMIT, lowered while the local server is busy).', one(snapshot.localReadLimit))
+  fam('drain_share', 'gauge', 'Share of the time the drain kept to at its last local read: SYNC_DRAIN_SHARE while the app was writing, else 1.', one(snapshot.drainShare))
   fam('verify_resends_total', 'counter', 'Acknowledged documents sent again because local changed meanwhile (SYNC_VERIFY_AFTER_ACK).', one(snapshot.verifyResends))
   fam('collection_enqueued_total', 'counter', 'Marks enqueued, by collection (db.collection).',
     colls.map((c) => ({ labels: { collection: c }, value: num(collections[c].enqueued) })))

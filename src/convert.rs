@@ -38,6 +38,8 @@ pub struct NativeConfig {
     pub local_read_limit: Option<u32>,
     /// Lower that limit while the local server is busy.
     pub local_read_adaptive: Option<bool>,
+    /// Share of the time the drain reads local while the app writes (0.01–1).
+    pub drain_share: Option<f64>,
 }
 
 /// One collection's rule, as lib/scope.js resolves it.
@@ -116,6 +118,12 @@ pub fn config_from_js(c: NativeConfig) -> Result<EngineConfig, String> {
         cfg.local_read_limit = (n as usize).max(1);
     }
     cfg.local_read_adaptive = c.local_read_adaptive.unwrap_or(true);
+    if let Some(s) = c.drain_share {
+        if !(0.01..=1.0).contains(&s) {
+            return Err(format!("drainShare must be from 0.01 to 1, got {s}"));
+        }
+        cfg.drain_share = s;
+    }
     if let Some(s) = c.segment_bytes {
         cfg.segment_bytes = u64::from(s).max(4096);
     }

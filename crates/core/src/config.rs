@@ -48,6 +48,9 @@ pub struct EngineConfig {
     pub local_read_limit: usize,
     /// Lower that limit while local reads cost more than when idle.
     pub local_read_adaptive: bool,
+    /// Share of the time the drain reads local while the app writes
+    /// (SYNC_DRAIN_SHARE; 1 never holds it back).
+    pub drain_share: f64,
 }
 
 impl EngineConfig {
@@ -77,6 +80,7 @@ impl EngineConfig {
             verify_after_ack: false,
             local_read_limit: 32,
             local_read_adaptive: true,
+            drain_share: 0.03,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::lost::LostMarks;
 use crate::mark::{validate_namespace, MarkKind};
 use crate::metrics::{EngineView, JournalView, Metrics};
 use crate::queue::{MarkQueue, NewMark};
+use crate::read_limit::AppActivity;
 use crate::redact::redact_uri;
 use crate::worker::{Worker, WorkerSettings};
 use serde_json::Value;
@@ -66,6 +67,9 @@ pub struct Engine {
     /// Set once `close` is done: from then on enqueue is refused. While the
     /// engine drains (shutdown set, not closed yet) marks are still journaled.
     closed: std::sync::atomic::AtomicBool,
+    /// The app's writes as `enqueue` takes them: the drain shares the local
+    /// server while the app writes (read_limit::ReadGate).
+    app: Arc<AppActivity>,
 }
 
 impl Engine {
@@ -145,6 +149,7 @@ impl Engine {
                 .pool_size(atlas_pool),
         );
         let map_cfg = cfg.clone();
+        let app = Arc::new(AppActivity::default());
         let applier = Arc::new(Applier {
             local: local.clone(),
             atlas: atlas.clone(),
@@ -153,11 +158,15 @@ impl Engine {
             atlas_db: Arc::new(move |db: &str| map_cfg.atlas_db_for(db)),
             scope: cfg.scope.clone(),
             verify_after_ack: cfg.verify_after_ack,
-            read_gate: Arc::new(crate::read_limit::ReadGate::new(
-                cfg.local_read_limit,
-                cfg.local_read_adaptive,
-                metrics.local_read_limit.clone(),
-            )),
+            read_gate: Arc::new(
+                crate::read_limit::ReadGate::new(
+                    cfg.local_read_limit,
+                    cfg.local_read_adaptive,
+                    metrics.local_read_limit.clone(),
+                )
+                .reporting_share(metrics.drain_share.clone())
+                .sharing_with_app(cfg.drain_share, app.clone()),
+            ),
         });
         let worker = Worker::new(
             queue.clone(),
@@ -205,6 +214,7 @@ impl Engine {
             jobs: Default::default(),
             lost: Default::default(),
             closed: Default::default(),
+            app,
         });
         if let Ok(mut slot) = worker.scanner.lock() {
             *slot = Some(crate::jobs::collection_scanner(&engine));
@@ -298,6 +308,13 @@ impl Engine {
             .filter(|m| !self.cfg.is_excluded(&m.coll))
             .collect();
         let n = marks.len() as u64;
+        // An intent is followed by its write's post mark: count each write once.
+        self.app.record(
+            marks
+                .iter()
+                .filter(|m| m.kind == MarkKind::Document)
+                .map(|m| doc_hash(&m.db, &m.coll, m.id.as_bytes())),
+        );
         for m in &marks {
             self.metrics
                 .collection(&m.db, &m.coll)
@@ -497,4 +514,12 @@ impl Engine {
         });
         drained
     }
+}
+
+/// A document's identity as one number, for telling the app's writes apart.
+fn doc_hash(db: &str, coll: &str, id: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (db, coll, id).hash(&mut h);
+    h.finish()
 }

@@ -132,6 +132,9 @@ pub struct Metrics {
     pub local_error: Mutex<Option<String>>,
     /// Reads of local the drain may run at once now (see `read_limit`).
     pub local_read_limit: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Share of the time the drain reads local now, in thousandths (1000
+    /// unless a busy server holds it to one read at a time and less).
+    pub drain_share: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// db → collection → counters (nested so a lookup allocates nothing).
     collections: Mutex<HashMap<String, HashMap<String, std::sync::Arc<CollectionCounters>>>>,
     rate: Mutex<RateWindow>,
@@ -166,6 +169,7 @@ impl Default for Metrics {
             scans_coalesced: AtomicU64::new(0),
             local_error: Mutex::new(None),
             local_read_limit: Default::default(),
+            drain_share: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1000)),
             collections: Mutex::new(HashMap::new()),
             rate: Mutex::new(RateWindow::default()),
             outcomes: Mutex::new(OutcomeWindow::default()),
@@ -323,6 +327,10 @@ impl Metrics {
         m.insert(
             "localReadLimit".into(),
             self.local_read_limit.load(Relaxed).into(),
+        );
+        m.insert(
+            "drainShare".into(),
+            (self.drain_share.load(Relaxed) as f64 / 1000.0).into(),
         );
         m.insert(
             "throughput".into(),

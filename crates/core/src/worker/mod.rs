@@ -124,7 +124,7 @@ pub struct Worker {
     pub paused: AtomicBool,
     pub shutdown: AtomicBool,
     /// Number of `flush()` callers waiting: lanes skip the batching delay.
-    pub urgent: AtomicUsize,
+    pub urgent: Arc<AtomicUsize>,
     /// Everything before this journal position is applied or dead-lettered.
     pub done_before: tokio::sync::watch::Sender<u64>,
     pub dispatcher_wake: tokio::sync::Notify,
@@ -181,6 +181,9 @@ impl Worker {
         lanes: usize,
         start: u64,
     ) -> Arc<Self> {
+        // A flush wants the backlog now: the read gate stops sharing for it.
+        let urgent = Arc::new(AtomicUsize::new(0));
+        applier.read_gate.hurry_when(urgent.clone());
         Arc::new(Self {
             queue,
             metrics,
@@ -197,7 +200,7 @@ impl Worker {
             pending_docs: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
-            urgent: AtomicUsize::new(0),
+            urgent,
             done_before: tokio::sync::watch::channel(start).0,
             dispatcher_wake: tokio::sync::Notify::new(),
             scanner: Mutex::new(None),
@@ -235,6 +238,7 @@ impl Worker {
     /// Wakes every task (used by resume, flush and shutdown).
     pub fn wake_all(&self) {
         self.dispatcher_wake.notify_one();
+        self.applier.read_gate.wake();
         self.queue.notify.notify_one();
         for l in &self.lanes {
             l.wake.notify_one();
