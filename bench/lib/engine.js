@@ -56,9 +56,18 @@ function removeDir (dir) {
   fs.rmSync(dir, { recursive: true, force: true })
 }
 
-/** Marks every `_id` of `ids` in `collection` (enqueued 1000 per call). */
-function markAll (sync, collection, ids) {
+/** The engine counts the app as writing this long after its last mark (read_limit APP_QUIET). */
+const APP_QUIET_MS = 250
+
+/**
+ * Marks every `_id` of `ids` in `collection` (enqueued 1000 per call), then lets the engine's
+ * "the app is writing" window pass: a real backlog comes from the journal, not from enqueue
+ * calls, so a timed drain must not start with the drain sharing the server with a writing app
+ * (SYNC_DRAIN_SHARE). Untimed set-up, not synchronisation.
+ */
+async function markAll (sync, collection, ids) {
   for (let i = 0; i < ids.length; i += 1000) sync.enqueue(ids.slice(i, i + 1000).map((id) => ({ collection, id })))
+  await new Promise((resolve) => setTimeout(resolve, APP_QUIET_MS + 50))
 }
 
 module.exports = { markAll, openSync, tempDir, removeDir, removeTempDirs, waitFor, TMP }

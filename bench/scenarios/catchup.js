@@ -58,7 +58,7 @@ async function run ({ smoke, pair, log }) {
     // 1. catch-up alone
     sync.pause()
     await reset()
-    markAll(sync, COLL, ids)
+    await markAll(sync, COLL, ids)
     const b0 = await bytes(proxy)
     const t0 = performance.now()
     sync.resume()
@@ -77,7 +77,7 @@ async function run ({ smoke, pair, log }) {
     const models = cafeModels(mApp)
     sync.pause()
     await reset()
-    markAll(sync, COLL, ids)
+    await markAll(sync, COLL, ids)
     await runFor(models, 1000, { clients: p.clients }) // warm-up: connections, caches, JIT
     let seq = 1e6
     const sets = {}

@@ -79,7 +79,7 @@ async function run ({ smoke, pair, log }) {
     if (!(await sync.flush({ timeoutMs: 60000 }))) throw new Error('drain: warm-up did not flush')
     sync.pause()
     await resetCollection(pair.atlas, atlas, 'bench', COLL)
-    markAll(sync, COLL, ids)
+    await markAll(sync, COLL, ids)
     const before = sync.metrics().applied.total
     const c0 = cpuSnapshot(pair)
     const t0 = performance.now()

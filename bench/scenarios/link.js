@@ -151,7 +151,7 @@ async function engineDrain (pair, proxy, ids, n, reset, cfg = {}) {
     if (!(await sync.flush({ timeoutMs: 120000 }))) throw new Error('link: engine warm-up did not flush')
     sync.pause()
     await reset()
-    markAll(sync, COLL, ids)
+    await markAll(sync, COLL, ids)
     const b0 = bytes(proxy)
     const c0 = cpuSnapshot(pair)
     const t0 = performance.now()
