@@ -309,10 +309,12 @@ impl Engine {
             .collect();
         let n = marks.len() as u64;
         // An intent is followed by its write's post mark: count each write once.
+        // At a share of 1 nothing reads the credit: skip hashing on the hot path.
+        let sharing = self.cfg.drain_share < 1.0;
         self.app.record(
             marks
                 .iter()
-                .filter(|m| m.kind == MarkKind::Document)
+                .filter(|m| sharing && m.kind == MarkKind::Document)
                 .map(|m| doc_hash(&m.db, &m.coll, m.id.as_bytes())),
         );
         for m in &marks {
