@@ -367,8 +367,12 @@ impl Engine {
     async fn flush_inner(&self) {
         let mut rx = self.worker.done_before.subscribe();
         loop {
-            let target = self.queue.journal().end();
+            // The scan count before the journal end: a scan journals its
+            // repairs, then counts itself done, so read this way round any
+            // scan that ends in between either has its repairs below `target`
+            // or changes the count (the other way round it could do neither).
             let scans_before = self.worker.scans_completed.load(SeqCst);
+            let target = self.queue.journal().end();
             let _ = rx.wait_for(|done| *done >= target).await;
             // A collection scan that finished meanwhile journaled repair
             // marks after `target`: they belong to this flush too.
