@@ -571,7 +571,10 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
           K: 'races_bulk_keys',
           T: 'races_upd_took',
           M: 'races_bulk_mixed',
-          C: 'races_bulk_chain'
+          C: 'races_bulk_chain',
+          V: 'races_bulk_moved',
+          E: 'races_bulk_del_one',
+          F: 'races_bulk_upd_one'
         }
         const models = {}
         for (const [k, coll] of Object.entries(collections)) [models[`Race${k}`], models[`Other${k}`]] = pair(coll)
@@ -767,5 +770,64 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     expect(res.deletedCount).toBe(2) // the late document was deleted locally
     await env.converge(['races_bulk_chain'])
     expect(await env.atlas.collection('races_bulk_chain').countDocuments({ _id: late })).toBe(0)
+  })
+
+  // Review finding: an op that moves a found document out of another op's filter must not leave
+  // that document counted for both (the other then takes a newcomer with the counts equal).
+  it('bulkWrite replaceOne moving a document out of a deleteMany\'s filter: Atlas deletes the newcomer', async () => {
+    const { RaceV: Race, OtherV: Other } = env.models
+    const moved = await Race.create({ g: 'mv', n: 3 })
+    await env.converge(['races_bulk_moved'])
+    const late = new lib.Types.ObjectId()
+    insertInWindow(Other, { _id: late, g: 'mv-new', n: 1 })
+    const res = await Race.bulkWrite([
+      { replaceOne: { filter: { n: { $gte: 2 } }, replacement: { g: 'mv' } } },
+      { deleteMany: { filter: { n: { $gte: 1 } } } }
+    ], { ordered: true })
+    expect(res.deletedCount).toBe(1)
+    expect(await Race.countDocuments({ _id: late })).toBe(0) // the newcomer was the one deleted
+    expect(await Race.countDocuments({ _id: moved._id })).toBe(1)
+    await env.converge(['races_bulk_moved'])
+    expect(await env.atlas.collection('races_bulk_moved').countDocuments({ _id: late })).toBe(0)
+  })
+
+  // The found document stops matching in the window and a newcomer takes its place: equal
+  // counts, so only the post-write check (bulkcheck.js) can see it.
+  it('bulkWrite deleteOne by a non-_id filter that takes a newcomer: Atlas deletes the newcomer', async () => {
+    const { RaceE: Race, OtherE: Other } = env.models
+    const found = await Race.create({ g: 'bdel1', n: 1 })
+    await env.converge(['races_bulk_del_one'])
+    const late = new lib.Types.ObjectId()
+    race.inject = async () => {
+      await Other.updateOne({ _id: found._id }, { $set: { g: 'moved' } })
+      await Other.create({ _id: late, g: 'bdel1', n: 1 })
+      const atlas = env.atlas.collection('races_bulk_del_one')
+      await waitFor('the newcomer and the move on Atlas', async () =>
+        (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ g: 'moved' })) === 1)
+    }
+    const res = await Race.bulkWrite([{ deleteOne: { filter: { g: 'bdel1' } } }])
+    expect(res.deletedCount).toBe(1)
+    expect(await Race.countDocuments({ _id: late })).toBe(0)
+    await env.converge(['races_bulk_del_one'])
+    expect(await env.atlas.collection('races_bulk_del_one').countDocuments({ _id: late })).toBe(0)
+  })
+
+  it('bulkWrite updateOne by a non-_id filter that takes a newcomer: Atlas gets the newcomer\'s update', async () => {
+    const { RaceF: Race, OtherF: Other } = env.models
+    const found = await Race.create({ g: 'bupd1', n: 1 })
+    await env.converge(['races_bulk_upd_one'])
+    const late = new lib.Types.ObjectId()
+    race.inject = async () => {
+      await Other.deleteOne({ _id: found._id })
+      await Other.create({ _id: late, g: 'bupd1', n: 1 })
+      const atlas = env.atlas.collection('races_bulk_upd_one')
+      await waitFor('the delete and the newcomer on Atlas', async () =>
+        (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ _id: found._id })) === 0)
+    }
+    const res = await Race.bulkWrite([{ updateOne: { filter: { g: 'bupd1' }, update: { $set: { n: 8 } } } }])
+    expect(res.modifiedCount).toBe(1)
+    expect((await Race.findById(late)).n).toBe(8)
+    await env.converge(['races_bulk_upd_one'])
+    expect((await env.atlas.collection('races_bulk_upd_one').findOne({ _id: late })).n).toBe(8)
   })
 })

@@ -26,10 +26,18 @@ let tracingInstalled = false
  * @property {boolean} claimed  a begin hook has taken it for this call
  * @property {object | undefined} options  the call's options, when traced
  * @property {Array<(result: any, error: any) => void>} finishers  run once the write is done
+ * @property {Array<(result: any, error: any) => Promise<void>>} checks  run by the post (or
+ *   error) middleware, awaited before the call returns (finishers come after); never throw
  */
 
 function newHolder (traced, options) {
-  return { traced, claimed: false, options, finishers: [] }
+  return { traced, claimed: false, options, finishers: [], checks: [] }
+}
+
+async function runChecks (holder, result, error) {
+  const checks = holder.checks
+  holder.checks = []
+  for (const check of checks) await check(result, error)
 }
 
 function runFinishers (holder, result, error) {
@@ -85,22 +93,25 @@ function currentCall () {
 }
 
 /**
- * Finishes an untraced (Mongoose 8) call from its post or error middleware; traced calls are
- * finished by the trace's asyncEnd instead, which also covers the paths that skip middleware.
+ * Runs the call's checks (the app waits for them), then finishes an untraced (Mongoose 8) call;
+ * traced calls are finished by the trace's asyncEnd instead, which comes after this middleware
+ * and also covers the paths that skip middleware.
  */
-function finishFromMiddleware (result, error) {
+async function finishFromMiddleware (result, error) {
   const holder = als.getStore()
-  if (holder && !holder.traced) runFinishers(holder, result, error)
+  if (!holder) return
+  await runChecks(holder, result, error)
+  if (!holder.traced) runFinishers(holder, result, error)
 }
 
 /** Post middleware of insertMany/bulkWrite: finishes the call with its result. */
-function dualsyncFinishCall (result) {
-  finishFromMiddleware(result, null)
+async function dualsyncFinishCall (result) {
+  await finishFromMiddleware(result, null)
 }
 
 /** Error middleware of insertMany/bulkWrite: finishes the call with its error. */
 async function dualsyncFailCall (error) {
-  finishFromMiddleware(null, error)
+  await finishFromMiddleware(null, error)
 }
 
 module.exports = { installTracing, dualsyncBeginCall, currentCall, dualsyncFinishCall, dualsyncFailCall }

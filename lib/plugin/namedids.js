@@ -118,4 +118,12 @@ function ensureInsertId (model, doc, lean) {
   return id
 }
 
-module.exports = { rawIdsFromFilter, namesOneId, cloneFilter, docId, ensureInsertId, isMongooseDoc, isPlainObject }
+/** A comparable key for an `_id` (ObjectIds by hex; others by type and value). */
+function idKey (id) {
+  if (id && typeof id.toHexString === 'function') return `oid:${id.toHexString()}`
+  if (id instanceof Date) return `date:${id.getTime()}`
+  if (id && typeof id === 'object') return `obj:${JSON.stringify(id)}`
+  return `${typeof id}:${String(id)}`
+}
+
+module.exports = { idKey, rawIdsFromFilter, namesOneId, cloneFilter, docId, ensureInsertId, isMongooseDoc, isPlainObject }
