@@ -149,7 +149,7 @@ impl Engine {
                 .pool_size(atlas_pool),
         );
         let map_cfg = cfg.clone();
-        let app = Arc::new(AppActivity::default());
+        let app = Arc::new(AppActivity::for_share(cfg.drain_share));
         let applier = Arc::new(Applier {
             local: local.clone(),
             atlas: atlas.clone(),
@@ -163,8 +163,8 @@ impl Engine {
                     cfg.local_read_limit,
                     cfg.local_read_adaptive,
                     metrics.local_read_limit.clone(),
+                    metrics.drain_share.clone(),
                 )
-                .reporting_share(metrics.drain_share.clone())
                 .sharing_with_app(cfg.drain_share, app.clone()),
             ),
         });
@@ -309,12 +309,11 @@ impl Engine {
             .collect();
         let n = marks.len() as u64;
         // An intent is followed by its write's post mark: count each write once.
-        // At a share of 1 nothing reads the credit: skip hashing on the hot path.
-        let sharing = self.cfg.drain_share < 1.0;
+        // Lazy: at a share of 1 `record` does not run it (no hashing per write).
         self.app.record(
             marks
                 .iter()
-                .filter(|m| sharing && m.kind == MarkKind::Document)
+                .filter(|m| m.kind == MarkKind::Document)
                 .map(|m| doc_hash(&m.db, &m.coll, m.id.as_bytes())),
         );
         for m in &marks {

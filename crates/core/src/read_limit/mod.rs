@@ -130,11 +130,17 @@ pub struct ReadGate {
 
 impl ReadGate {
     /// At most `max` reads at once; `adaptive` lowers that while the local
-    /// server is busy.
-    pub fn new(max: usize, adaptive: bool, current: Arc<AtomicUsize>) -> Self {
+    /// server is busy. `current` and `share_permille` report the limit and the
+    /// share (thousandths) for metrics.
+    pub fn new(
+        max: usize,
+        adaptive: bool,
+        current: Arc<AtomicUsize>,
+        share_permille: Arc<AtomicUsize>,
+    ) -> Self {
         let ctrl = Aimd::new(max);
         current.store(ctrl.limit(), Relaxed);
-        let share_permille = Arc::new(AtomicUsize::new(1000));
+        share_permille.store(1000, Relaxed);
         Self {
             current,
             share_permille,
@@ -149,7 +155,7 @@ impl ReadGate {
             adaptive,
             urgent: std::sync::OnceLock::new(),
             app_share: 1.0,
-            app: Arc::default(),
+            app: Arc::new(AppActivity::for_share(1.0)),
             quiet: APP_QUIET,
         }
     }
@@ -157,11 +163,7 @@ impl ReadGate {
     /// While the app writes (`app` saw a mark less than [`APP_QUIET`] ago),
     /// the backlog gets `share` of the time (clamped to 0.01..=1).
     pub fn sharing_with_app(mut self, share: f64, app: Arc<AppActivity>) -> Self {
-        self.app_share = if share.is_finite() {
-            share.clamp(0.01, 1.0)
-        } else {
-            1.0
-        };
+        self.app_share = app::effective_share(share);
         self.app = app;
         self
     }
@@ -172,13 +174,6 @@ impl ReadGate {
             && !self.urgent()
             && crate::metrics::now_ms().saturating_sub(self.app.last_mark_ms.load(Relaxed))
                 < self.quiet.as_millis() as u64
-    }
-
-    /// Reports the share (thousandths) into `metric` instead of a private counter.
-    pub fn reporting_share(mut self, metric: Arc<AtomicUsize>) -> Self {
-        metric.store(1000, Relaxed);
-        self.share_permille = metric;
-        self
     }
 
     /// Reads skip the share's waits while `urgent` is above zero (the

@@ -86,7 +86,12 @@ proptest! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_admits_no_more_than_the_limit_and_every_waiter_gets_through() {
-    let gate = Arc::new(ReadGate::new(3, true, Default::default()));
+    let gate = Arc::new(ReadGate::new(
+        3,
+        true,
+        Default::default(),
+        Default::default(),
+    ));
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..40)
@@ -110,8 +115,9 @@ async fn the_gate_admits_no_more_than_the_limit_and_every_waiter_gets_through() 
 }
 
 fn sharing_gate(share: f64) -> (ReadGate, Arc<AppActivity>) {
-    let app = Arc::new(AppActivity::default());
-    let mut gate = ReadGate::new(4, true, Default::default()).sharing_with_app(share, app.clone());
+    let app = Arc::new(AppActivity::for_share(share));
+    let mut gate = ReadGate::new(4, true, Default::default(), Default::default())
+        .sharing_with_app(share, app.clone());
     gate.quiet = Duration::from_secs(3600); // the test's steps never outlast "writing"
     (gate, app)
 }
@@ -169,21 +175,44 @@ async fn documents_the_app_wrote_meanwhile_cost_no_wait() {
 
 #[test]
 fn a_document_written_again_earns_no_more_credit() {
-    let app = AppActivity::default();
+    let app = AppActivity::for_share(0.5);
     app.record([4200u64, 4200, 4200].into_iter());
     app.record([8400u64].into_iter());
     app.record([4200u64].into_iter());
     assert_eq!(app.writes.load(Relaxed), 2);
 }
 
+#[test]
+fn at_a_share_of_one_the_written_documents_are_not_hashed() {
+    let hashed = std::cell::Cell::new(0);
+    // odd, distinct hashes (the table keeps `h | 1`)
+    let written = || {
+        (1..=5u64)
+            .map(|i| i * 7919)
+            .inspect(|_| hashed.set(hashed.get() + 1))
+    };
+    let full = AppActivity::for_share(1.0);
+    full.record(written());
+    assert_eq!(hashed.get(), 0, "nothing reads the credit at a share of 1");
+    assert!(
+        full.last_mark_ms.load(Relaxed) > 0,
+        "the app still counts as writing"
+    );
+    let shared = AppActivity::for_share(0.2);
+    shared.record(written());
+    assert_eq!((hashed.get(), shared.writes.load(Relaxed)), (5, 5));
+}
+
 #[tokio::test]
 async fn without_app_writes_or_with_a_share_of_one_the_drain_never_waits() {
-    let app = Arc::new(AppActivity::default());
-    let quiet = ReadGate::new(4, true, Default::default()).sharing_with_app(0.1, app.clone());
+    let app = Arc::new(AppActivity::for_share(0.1));
+    let quiet = ReadGate::new(4, true, Default::default(), Default::default())
+        .sharing_with_app(0.1, app.clone());
     let p = quiet.acquire().await;
     p.finish(10);
     assert_eq!(lock(&quiet.state).not_before, None, "the app never wrote");
-    let full = ReadGate::new(4, true, Default::default()).sharing_with_app(1.0, app.clone());
+    let full = ReadGate::new(4, true, Default::default(), Default::default())
+        .sharing_with_app(1.0, app.clone());
     app.record(std::iter::empty());
     let p = full.acquire().await;
     p.finish(10);

@@ -409,6 +409,7 @@ mod tests {
                 4,
                 true,
                 Default::default(),
+                Default::default(),
             )),
         });
         let mut settings = WorkerSettings {
