@@ -13,8 +13,9 @@ const { findIds } = require('./resolve')
 const { idKey } = require('./namedids')
 
 /** How many of `ids` are still in the model's collection, read from the primary. */
-async function countExisting (model, ids, session) {
+async function countExisting (model, ids, session, timeoutMs) {
   const opts = { projection: { _id: 1 }, readPreference: 'primary' }
+  if (timeoutMs) opts.maxTimeMS = timeoutMs // past it: reported, and the collection reconciled
   if (session) opts.session = session
   const left = await model.collection.collection.find({ _id: { $in: ids } }, opts).toArray()
   return left.length
@@ -31,7 +32,7 @@ async function findTaken (marker, state, result) {
   if (state.singles.some((s) => s.deletes)) {
     const found = unique(state.deleteFound)
     const deleted = Number((result && result.deletedCount) || 0)
-    const gone = found.length - (found.length > 0 ? await countExisting(model, found, state.session) : 0)
+    const gone = found.length - (found.length > 0 ? await countExisting(model, found, state.session, marker.timeoutMs) : 0)
     if (deleted > gone) return { ids: [], collection: true }
   }
   const ids = []

@@ -138,7 +138,7 @@ function queryHooks (marker, key) {
       if (!collection && op === 'deleteOne' && state.found && state.ids.length > 0 &&
         res && typeof res === 'object' && touchedCount(res) === 1) {
         try {
-          if (await allStillExist(model, state.ids, options.session)) collection = true
+          if (await allStillExist(model, state.ids, options.session, marker.timeoutMs)) collection = true
         } catch (err) {
           marker.report(err, hook, model)
           collection = true
@@ -192,8 +192,9 @@ function queryHooks (marker, key) {
 }
 
 /** True when every one of `ids` is still in the model's collection (read from the primary). */
-async function allStillExist (model, ids, session) {
+async function allStillExist (model, ids, session, timeoutMs) {
   const opts = { projection: { _id: 1 }, readPreference: 'primary' }
+  if (timeoutMs) opts.maxTimeMS = timeoutMs // past it: reported, and the collection reconciled
   const s = sessionFor(model, session)
   if (s) opts.session = s
   const left = await model.collection.collection.find({ _id: { $in: ids } }, opts).toArray()
