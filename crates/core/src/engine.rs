@@ -366,12 +366,10 @@ impl Engine {
     async fn flush_inner(&self) {
         let mut rx = self.worker.done_before.subscribe();
         loop {
-            // The scan count before the journal end: a scan journals its
-            // repairs, then counts itself done, so read this way round any
-            // scan that ends in between either has its repairs below `target`
-            // or changes the count (the other way round it could do neither).
-            let scans_before = self.worker.scans_completed.load(SeqCst);
-            let target = self.queue.journal().end();
+            let (scans_before, target) = flush_snapshot(
+                || self.worker.scans_completed.load(SeqCst),
+                || self.queue.journal().end(),
+            );
             let _ = rx.wait_for(|done| *done >= target).await;
             // A collection scan that finished meanwhile journaled repair
             // marks after `target`: they belong to this flush too.
@@ -527,4 +525,51 @@ fn doc_hash(db: &str, coll: &str, id: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (db, coll, id).hash(&mut h);
     h.finish()
+}
+
+/// One flush round's reads: the completed-scan count, then the journal end.
+/// A scan journals its repairs, then counts itself done, so read in this
+/// order any scan that ends in between either has its repairs below the end
+/// read or changes the count, and the flush loops (the other way round it
+/// could do neither, and the flush returned before the repairs were applied).
+fn flush_snapshot(
+    scans: impl FnOnce() -> usize,
+    journal_end: impl FnOnce() -> u64,
+) -> (usize, u64) {
+    let scans_before = scans();
+    (scans_before, journal_end())
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use super::flush_snapshot;
+    use std::cell::RefCell;
+
+    /// Scans completed, journal end, reads made: a scan that journals two
+    /// repairs and counts itself done runs right after the first read.
+    struct Race(RefCell<(usize, u64, u32)>);
+
+    impl Race {
+        fn read<T>(&self, pick: impl Fn(&(usize, u64, u32)) -> T) -> T {
+            let mut s = self.0.borrow_mut();
+            let v = pick(&s);
+            s.2 += 1;
+            if s.2 == 1 {
+                s.1 += 2;
+                s.0 += 1;
+            }
+            v
+        }
+    }
+
+    #[test]
+    fn a_scan_ending_between_the_two_reads_is_seen_by_the_flush() {
+        let race = Race(RefCell::new((0, 10, 0)));
+        let (before, target) = flush_snapshot(|| race.read(|s| s.0), || race.read(|s| s.1));
+        let (scans_now, end_now, _) = *race.0.borrow();
+        assert!(
+            target >= end_now || before != scans_now,
+            "the flush would wait to {target} and see no scan end, with repairs up to {end_now}"
+        );
+    }
 }
