@@ -600,6 +600,20 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     }
   }
 
+  /**
+   * Inside the next write's capture window, `change` makes the found document stop matching
+   * (moved or deleted by `Other`) and `Other` inserts `doc`, which matches instead; then waits
+   * until `settled(atlas)` says Atlas holds both.
+   */
+  function takeOverInWindow (Other, change, doc, what, settled) {
+    race.inject = async () => {
+      await change()
+      await Other.create(doc)
+      const atlas = env.atlas.collection(Other.collection.collectionName)
+      await waitFor(what, () => settled(atlas))
+    }
+  }
+
   it('updateMany also updates it, and Atlas gets that update', async () => {
     const { RaceU: Race, OtherU: Other } = env.models
     await Race.create({ g: 'upd', n: 1 })
@@ -685,13 +699,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     const found = await Race.create({ g: 'del1', n: 1 })
     await env.converge(['races_del_one'])
     const late = new lib.Types.ObjectId()
-    race.inject = async () => {
-      await Other.updateOne({ _id: found._id }, { $set: { g: 'moved' } })
-      await Other.create({ _id: late, g: 'del1', n: 1 })
-      const atlas = env.atlas.collection('races_del_one')
-      await waitFor('the newcomer and the move on Atlas', async () =>
-        (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ g: 'moved' })) === 1)
-    }
+    takeOverInWindow(Other, () => Other.updateOne({ _id: found._id }, { $set: { g: 'moved' } }), { _id: late, g: 'del1', n: 1 }, 'the newcomer and the move on Atlas', async (atlas) =>
+      (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ g: 'moved' })) === 1)
     const res = await Race.deleteOne({ g: 'del1' })
     expect(res.deletedCount).toBe(1)
     expect(await Race.countDocuments({ _id: late })).toBe(0) // the newcomer was the one deleted
@@ -723,13 +732,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     const found = await Race.create({ g: 'took', n: 1 })
     await env.converge(['races_upd_took'])
     const late = new lib.Types.ObjectId()
-    race.inject = async () => {
-      await Other.deleteOne({ _id: found._id })
-      await Other.create({ _id: late, g: 'took', n: 1 })
-      const atlas = env.atlas.collection('races_upd_took')
-      await waitFor('the delete and the newcomer on Atlas', async () =>
-        (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ _id: found._id })) === 0)
-    }
+    takeOverInWindow(Other, () => Other.deleteOne({ _id: found._id }), { _id: late, g: 'took', n: 1 }, 'the delete and the newcomer on Atlas', async (atlas) =>
+      (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ _id: found._id })) === 0)
     const res = await Race.replaceOne({ g: 'took' }, { g: 'took', n: 7 })
     expect(res.modifiedCount).toBe(1)
     expect((await Race.findById(late)).n).toBe(7) // the newcomer was the one replaced
@@ -798,13 +802,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     const found = await Race.create({ g: 'bdel1', n: 1 })
     await env.converge(['races_bulk_del_one'])
     const late = new lib.Types.ObjectId()
-    race.inject = async () => {
-      await Other.updateOne({ _id: found._id }, { $set: { g: 'moved' } })
-      await Other.create({ _id: late, g: 'bdel1', n: 1 })
-      const atlas = env.atlas.collection('races_bulk_del_one')
-      await waitFor('the newcomer and the move on Atlas', async () =>
-        (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ g: 'moved' })) === 1)
-    }
+    takeOverInWindow(Other, () => Other.updateOne({ _id: found._id }, { $set: { g: 'moved' } }), { _id: late, g: 'bdel1', n: 1 }, 'the newcomer and the move on Atlas', async (atlas) =>
+      (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ g: 'moved' })) === 1)
     const res = await Race.bulkWrite([{ deleteOne: { filter: { g: 'bdel1' } } }])
     expect(res.deletedCount).toBe(1)
     expect(await Race.countDocuments({ _id: late })).toBe(0)
@@ -817,13 +816,8 @@ describe.each(MONGOOSE_VERSIONS)('a document inserted between the capture\'s fin
     const found = await Race.create({ g: 'bupd1', n: 1 })
     await env.converge(['races_bulk_upd_one'])
     const late = new lib.Types.ObjectId()
-    race.inject = async () => {
-      await Other.deleteOne({ _id: found._id })
-      await Other.create({ _id: late, g: 'bupd1', n: 1 })
-      const atlas = env.atlas.collection('races_bulk_upd_one')
-      await waitFor('the delete and the newcomer on Atlas', async () =>
-        (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ _id: found._id })) === 0)
-    }
+    takeOverInWindow(Other, () => Other.deleteOne({ _id: found._id }), { _id: late, g: 'bupd1', n: 1 }, 'the delete and the newcomer on Atlas', async (atlas) =>
+      (await atlas.countDocuments({ _id: late })) === 1 && (await atlas.countDocuments({ _id: found._id })) === 0)
     const res = await Race.bulkWrite([{ updateOne: { filter: { g: 'bupd1' }, update: { $set: { n: 8 } } } }])
     expect(res.modifiedCount).toBe(1)
     expect((await Race.findById(late)).n).toBe(8)

@@ -9,17 +9,8 @@
 // awaits, so the post mark that follows holds the answer before flush() can return; in the
 // write's session, so inside a transaction it sees the transaction's own writes.
 
-const { findIds } = require('./resolve')
+const { findIds, countExisting } = require('./resolve')
 const { idKey } = require('./namedids')
-
-/** How many of `ids` are still in the model's collection, read from the primary. */
-async function countExisting (model, ids, session, timeoutMs) {
-  const opts = { projection: { _id: 1 }, readPreference: 'primary' }
-  if (timeoutMs) opts.maxTimeMS = timeoutMs // past it: reported, and the collection reconciled
-  if (session) opts.session = session
-  const left = await model.collection.collection.find({ _id: { $in: ids } }, opts).toArray()
-  return left.length
-}
 
 function unique (ids) {
   const seen = new Map()
@@ -32,7 +23,7 @@ async function findTaken (marker, state, result) {
   if (state.singles.some((s) => s.deletes)) {
     const found = unique(state.deleteFound)
     const deleted = Number((result && result.deletedCount) || 0)
-    const gone = found.length - (found.length > 0 ? await countExisting(model, found, state.session, marker.timeoutMs) : 0)
+    const gone = found.length - (found.length > 0 ? await countExisting(model, found, { session: state.session, timeoutMs: marker.timeoutMs }) : 0)
     if (deleted > gone) return { ids: [], collection: true }
   }
   const ids = []

@@ -1,7 +1,7 @@
 'use strict'
 // Query middleware for every query that writes.
 
-const { resolveFilter, sessionFor } = require('./resolve')
+const { resolveFilter, countExisting, sessionFor } = require('./resolve')
 const { docId, namesOneId } = require('./namedids')
 
 const QUERY_WRITES = [
@@ -193,12 +193,7 @@ function queryHooks (marker, key) {
 
 /** True when every one of `ids` is still in the model's collection (read from the primary). */
 async function allStillExist (model, ids, session, timeoutMs) {
-  const opts = { projection: { _id: 1 }, readPreference: 'primary' }
-  if (timeoutMs) opts.maxTimeMS = timeoutMs // past it: reported, and the collection reconciled
-  const s = sessionFor(model, session)
-  if (s) opts.session = s
-  const left = await model.collection.collection.find({ _id: { $in: ids } }, opts).toArray()
-  return left.length === ids.length
+  return (await countExisting(model, ids, { session, timeoutMs })) === ids.length
 }
 
 /** Writes whose result is a count (not a document that could hold such a field). */

@@ -61,6 +61,20 @@ async function findIds (model, castFilter, { session, collation, cap, timeoutMs 
   return { ids: docs.map((d) => d._id) }
 }
 
+/**
+ * How many of `ids` are in the model's collection now, read from the primary (the after-write
+ * checks of which document a single-document write took).
+ * @returns {Promise<number>}
+ */
+async function countExisting (model, ids, { session, timeoutMs } = {}) {
+  const opts = { projection: { _id: 1 }, readPreference: 'primary' }
+  if (timeoutMs) opts.maxTimeMS = timeoutMs // past it: reported, and the collection reconciled
+  const s = sessionFor(model, session)
+  if (s) opts.session = s
+  const left = await model.collection.collection.find({ _id: { $in: ids } }, opts).toArray()
+  return left.length
+}
+
 /** MaxTimeMSExpired (50), or a server that words it only in the message. */
 function isTimeLimit (err) {
   return Boolean(err) && (err.code === 50 || err.codeName === 'MaxTimeMSExpired' || /exceeded time limit|MaxTimeMS/i.test(String(err.message)))
@@ -118,4 +132,4 @@ async function resolveFilter (args) {
   return { ...r, found: true }
 }
 
-module.exports = { resolveFilter, prepareFilter, findIds, sessionFor }
+module.exports = { resolveFilter, prepareFilter, findIds, countExisting, sessionFor }
