@@ -78,6 +78,8 @@ export interface SyncOptions {
   localReadAdaptive?: boolean
   /** `SYNC_DRAIN_SHARE` (0.03): while the app writes (a mark captured in the last 250 ms), the drain reads local one batch at a time, keeps pace with the documents the app writes, and gives the backlog only this share of the time; 1 never holds it back. A `flush()` or close drains at full speed. 0.01 – 1. */
   drainShare?: number
+  /** `SYNC_CAPTURE_RING` (true): the plugin writes its marks into a file the engine maps shared (no native call per write; survives `kill -9` like the journal); false: a native call per write. Off by itself with `fsyncIntervalMs: 0` and where the runtime cannot share memory with the addon (Electron). */
+  captureRing?: boolean
   /** Health thresholds: `SYNC_HEALTH_MAX_BACKLOG` (1000), `SYNC_HEALTH_MAX_FAILURE_RATE` (0.05), `SYNC_HEALTH_MAX_LAG_MS` (60000), `SYNC_HEALTH_MAX_DEAD_LETTERS` (0), `SYNC_HEALTH_ATLAS_DOWN_MS` (300000). */
   healthMaxBacklog?: number
   healthMaxFailureRate?: number
@@ -128,6 +130,8 @@ export interface Metrics {
   /** Dead letters currently stored. */
   deadLetters: number
   invalidOps: number
+  /** Whether marks go through the capture ring (false: a native call per mark; see `captureRing` in the options). */
+  captureRing: boolean
   /** Acknowledged documents sent again because local changed meanwhile (SYNC_VERIFY_AFTER_ACK). */
   verifyResends: number
   /** Successful batches / all batch attempts (0..1). */

@@ -52,6 +52,13 @@ export declare class NativeEngine {
   waitJob(id: string): Promise<any>
   deadLetters(filter?: NativeRetryFilter | undefined | null): any
   /**
+   * The capture ring's memory (header and data) as an ArrayBuffer that
+   * lib/ring.js writes marks into, or null: no ring (SYNC_CAPTURE_RING
+   * off, an fsync per append) or a runtime that cannot share memory with
+   * JS (Electron refuses external buffers). Null means marks go by call.
+   */
+  captureRing(): ArrayBuffer | null
+  /**
    * Removes dead letters from this engine's store without re-queueing
    * them here (adoption moves them to another engine first); returns them.
    */
@@ -89,6 +96,8 @@ export interface NativeConfig {
   localReadAdaptive?: boolean
   /** Share of the time the drain reads local while the app writes (0.01–1). */
   drainShare?: number
+  /** Let the JS layer write marks into the capture ring (default true). */
+  captureRing?: boolean
 }
 
 export interface NativeJobOptions {

@@ -175,3 +175,61 @@ describe('journal on a full disk', () => {
     }
   }, 120_000)
 })
+
+describe('capture ring on a disk that fills up', () => {
+  // A tmpfs of its own: the 1 MiB one above cannot hold the ring at all (the engine then runs
+  // without it, every mark by call). Here the ring fits, then the disk fills: writes into the
+  // ring's pages must still land (its blocks were written at creation, so no SIGBUS), and the
+  // marks the journal can no longer take are counted and their collection reconciled.
+  let ringMount = null
+  let ringMountError = null
+  beforeAll(() => {
+    ringMount = fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-enospc-ring-'))
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', ringMount], { stdio: 'pipe' })
+    } catch (e) {
+      ringMountError = `${e.message} ${e.stderr || ''}`.trim()
+    }
+  })
+  afterAll(() => {
+    // Lazily: the ring stays mapped until its ArrayBuffer is garbage collected.
+    if (!ringMountError) execFileSync('umount', ['-l', ringMount])
+    fs.rmSync(ringMount, { recursive: true, force: true })
+  })
+
+  it('marks captured through the ring after the disk filled are counted as lost and reconciled, and the process lives', async (ctx) => {
+    if (ringMountError) {
+      console.warn(`\n!!! SKIPPED the ENOSPC ring test: cannot mount a tmpfs (${ringMountError}). Run as root to cover it. !!!\n`)
+      ctx.skip()
+    }
+    const { encodeOp } = require('../lib/wire.js')
+    const s3 = await createSync({
+      enabled: true,
+      localUri: 'mongodb://127.0.0.1:9/ringfull',
+      atlasUri: 'mongodb://127.0.0.1:9/ringfull',
+      dataDir: path.join(ringMount, 'sync'),
+      connectTimeoutMs: 100,
+      adoptIntervalMs: 0,
+      logLevel: 'error',
+      logger: { debug () {}, info () {}, warn () {}, error () {} }
+    })
+    const filler = path.join(ringMount, 'filler')
+    try {
+      const send = (i) => s3._captureEncoded([encodeOp({ collection: 'receipts', id: `r${i}-${'x'.repeat(40)}` }, 'ringfull')])
+      send(0) // by call: learns the namespace
+      expect(s3._ring).not.toBe(null)
+      fillDisk(filler)
+      const before = s3._ring.written
+      // Enough to overflow the journal's last page many times over.
+      for (let i = 1; i <= 2000; i++) send(i)
+      expect(s3._ring.written - before).toBeGreaterThan(1000)
+      const m = s3.metrics() // takes what the ring holds
+      expect(m.lostMarks.count).toBeGreaterThan(0)
+      expect(m.lostMarks.reconcilePending).toEqual(['ringfull.receipts'])
+      expect(m.journal.corruptRecords).toBe(0)
+    } finally {
+      await s3.close({ drainTimeoutMs: 0 })
+      fs.rmSync(filler, { force: true })
+    }
+  }, 60_000)
+})

@@ -31,11 +31,11 @@ afterAll(async () => {
   await atlas?.close()
 })
 
-/** Wraps the Sync's native enqueue to record each call's marks (the engine still gets them). */
+/** Wraps the Sync's capture (ring or native call) to record each send's marks (the engine still gets them). */
 function recordCalls (sync) {
   const calls = []
-  const real = sync._enqueueEncoded.bind(sync)
-  sync._enqueueEncoded = (encoded) => {
+  const real = sync._captureEncoded.bind(sync)
+  sync._captureEncoded = (encoded) => {
     calls.push(encoded.map((e) => ({ c: e.c, i: e.i === true })))
     return real(encoded)
   }

@@ -65,6 +65,7 @@ const FIELDS = {
   localReadLimit: ['SYNC_LOCAL_READ_LIMIT', int(1, 1024), 32],
   localReadAdaptive: ['SYNC_LOCAL_READ_ADAPTIVE', bool, true],
   drainShare: ['SYNC_DRAIN_SHARE', num(0.01, 1), 0.03],
+  captureRing: ['SYNC_CAPTURE_RING', bool, true],
   healthMaxBacklog: ['SYNC_HEALTH_MAX_BACKLOG', int(0, 1e12), 1000],
   healthMaxFailureRate: ['SYNC_HEALTH_MAX_FAILURE_RATE', num(0, 1), 0.05],
   healthMaxLagMs: ['SYNC_HEALTH_MAX_LAG_MS', int(0, 1e12), 60000],

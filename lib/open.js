@@ -41,6 +41,7 @@ function nativeConfig (c, dataDir = c.dataDir) {
     localReadLimit: c.localReadLimit,
     localReadAdaptive: c.localReadAdaptive,
     drainShare: c.drainShare,
+    captureRing: c.captureRing,
     scopeRules: nativeScopeRules(c)
   }
 }

@@ -50,8 +50,10 @@ class Sync extends EventEmitter {
     this._engine = null
     this._closing = null
     this._plugin = null
+    /** @type {import('./ring').CaptureRing | null} marks written without a native call */
+    this._ring = null
     // Post-write marks wait for the next intent's native call (lib/postmarks.js).
-    this._posts = new PendingPosts((encoded) => this._enqueueEncoded(encoded), (err, ctx) => this._hookError(err, ctx))
+    this._posts = new PendingPosts((encoded) => this._captureEncoded(encoded), (err, ctx) => this._hookError(err, ctx))
   }
 
   /** The Mongoose plugin: `mongoose.plugin(sync.plugin)` before models are compiled. */
@@ -78,6 +80,7 @@ class Sync extends EventEmitter {
       if (e.code === LOCK_TIMEOUT) throw e
       throw wrapNativeError(e, this._secrets)
     }
+    this._ring = require('./ring').attachRing(this._engine, c, this.logger)
     this._startAdopter(NativeEngine, log)
     this._jobs = new JobRunner(() => this._native(), this.logger)
     this.logger.info('✓ Sync system initialized')
@@ -186,6 +189,22 @@ class Sync extends EventEmitter {
     }
   }
 
+  /**
+   * The plugin's marks: written into the capture ring (lib/ring.js), else by call. A mark that
+   * reaches the engine through the ring and cannot be journaled there is remembered by the
+   * engine like one refused by call (lostMarks, health, the collection reconciled), but does not
+   * throw here: the plugin never throws into the app's write anyway.
+   */
+  _captureEncoded (encoded) {
+    if (encoded.length === 0) return 0
+    if (this._ring !== null && this._ring.write(encoded)) return encoded.length
+    const n = this._enqueueEncoded(encoded)
+    // Accepted by call: the engine checked these names, later marks of them may use the ring.
+    if (this._ring !== null) this._ring.learn(encoded)
+    return n
+  }
+
+  /** Marks by call: journaled before this returns, or a coded error (`enqueue()` promises that). */
   _enqueueEncoded (encoded) {
     if (encoded.length === 0) return 0
     try {
@@ -254,6 +273,7 @@ class Sync extends EventEmitter {
     m.hookErrors = this._hookErrors
     m.lastHookError = this._lastHookError ? { at: new Date(this._lastHookError.at).toISOString(), message: this._lastHookError.message } : null
     m.invalidOps = (m.invalidOps || 0) + this._invalidOps
+    m.captureRing = this._ring !== null
     m.fullSync = this._jobs ? this._jobs.current() : null
     return m
   }
@@ -369,6 +389,9 @@ class Sync extends EventEmitter {
     // journaled (sent now, or after the next start). Only once it is closed
     // does enqueue throw ERR_SYNC_CLOSED.
     this._posts.flush() // while the engine takes marks; later ones go while it drains
+    // From here every mark is a call: the engine reads the ring for the last time as it
+    // closes, and a mark written there after that would be lost without a word.
+    this._ring = null
     this._closing = (async () => {
       // A sibling's engine that fails to close must not keep ours from draining; its
       // journal stays on disk and is adopted again after the next start.

@@ -1,9 +1,9 @@
 //! JS ⇄ core type conversion for the binding.
 
 use dualsync_core::deadletter::DeadLetterFilter;
-use dualsync_core::mark::{id_doc, MarkKind};
 use dualsync_core::queue::NewMark;
 use dualsync_core::scope::{self, ExtrasPolicy, ScopeRule, ScopeRules};
+use dualsync_core::wire::{mark_from_wire, WireValue};
 use dualsync_core::EngineConfig;
 use napi::bindgen_prelude::{Buffer, Either3};
 use napi_derive::napi;
@@ -40,6 +40,8 @@ pub struct NativeConfig {
     pub local_read_adaptive: Option<bool>,
     /// Share of the time the drain reads local while the app writes (0.01–1).
     pub drain_share: Option<f64>,
+    /// Let the JS layer write marks into the capture ring (default true).
+    pub capture_ring: Option<bool>,
 }
 
 /// One collection's rule, as lib/scope.js resolves it.
@@ -124,6 +126,7 @@ pub fn config_from_js(c: NativeConfig) -> Result<EngineConfig, String> {
         }
         cfg.drain_share = s;
     }
+    cfg.capture_ring = c.capture_ring.unwrap_or(true);
     if let Some(s) = c.segment_bytes {
         cfg.segment_bytes = u64::from(s).max(4096);
     }
@@ -164,58 +167,15 @@ fn scope_rules_from_js(rules: Vec<NativeScopeRule>) -> Result<ScopeRules, String
     ScopeRules::new(default, per)
 }
 
-/// The op kinds of the wire form (`k` of an op): the one table. lib/wire.js
-/// holds the same names, checked against `opKinds()` by `__test__/binding.test.js`.
-pub mod kind {
-    pub const OBJECT_ID: u32 = 0;
-    pub const STRING: u32 = 1;
-    pub const INT32: u32 = 2;
-    pub const DOUBLE: u32 = 3;
-    pub const INT64: u32 = 4;
-    pub const BSON: u32 = 5;
-    pub const DATE: u32 = 6;
-    pub const COLLECTION: u32 = 9;
-    /// Name → value, for `opKinds()`.
-    pub const TABLE: &[(&str, u32)] = &[
-        ("OBJECT_ID", OBJECT_ID),
-        ("STRING", STRING),
-        ("INT32", INT32),
-        ("DOUBLE", DOUBLE),
-        ("INT64", INT64),
-        ("BSON", BSON),
-        ("DATE", DATE),
-        ("COLLECTION", COLLECTION),
-    ];
-}
+/// The op kinds of the wire form (`k` of an op), for `opKinds()`.
+pub use dualsync_core::wire::kind;
 
-fn id_from_js(k: u32, v: Option<Either3<String, f64, Buffer>>) -> Result<bson::Bson, String> {
-    use bson::Bson;
-    use Either3::*;
-    match (k, v) {
-        (kind::OBJECT_ID, Some(A(hex))) => bson::oid::ObjectId::parse_str(&hex)
-            .map(Bson::ObjectId)
-            .map_err(|_| format!("id {hex:?} is not a 24-character hex ObjectId")),
-        (kind::STRING, Some(A(s))) => Ok(Bson::String(s)),
-        (kind::INT32, Some(B(n)))
-            if n.fract() == 0.0 && n >= i32::MIN as f64 && n <= i32::MAX as f64 =>
-        {
-            Ok(Bson::Int32(n as i32))
-        }
-        (kind::DOUBLE, Some(B(n))) => Ok(Bson::Double(n)),
-        (kind::DATE, Some(B(ms))) if ms.is_finite() => {
-            Ok(Bson::DateTime(bson::DateTime::from_millis(ms as i64)))
-        }
-        (kind::INT64, Some(A(s))) => s
-            .parse::<i64>()
-            .map(Bson::Int64)
-            .map_err(|_| format!("id {s:?} is not a 64-bit integer")),
-        (kind::BSON, Some(C(buf))) => {
-            let raw = bson::RawDocumentBuf::from_bytes(buf.to_vec())
-                .map_err(|e| format!("id BSON is invalid: {e}"))?;
-            let v = dualsync_core::mark::id_value(&raw).ok_or("id BSON has no valid _id field")?;
-            Ok(v)
-        }
-        (k, _) => Err(format!("id does not match its kind {k}")),
+fn value_from_js(v: &Option<Either3<String, f64, Buffer>>) -> WireValue<'_> {
+    match v {
+        None => WireValue::None,
+        Some(Either3::A(s)) => WireValue::Str(s),
+        Some(Either3::B(n)) => WireValue::Num(*n),
+        Some(Either3::C(b)) => WireValue::Bytes(b),
     }
 }
 
@@ -223,32 +183,17 @@ fn id_from_js(k: u32, v: Option<Either3<String, f64, Buffer>>) -> Result<bson::B
 pub fn marks_from_js(marks: Vec<NativeMark>) -> Result<Vec<NewMark>, String> {
     let mut out = Vec::with_capacity(marks.len());
     for (i, m) in marks.into_iter().enumerate() {
-        let at = |e: String| format!("op {i} ({}): {e}", m_desc(&m.c));
-        if m.k == kind::COLLECTION {
-            out.push(NewMark {
-                kind: if m.i == Some(true) {
-                    MarkKind::CollectionIntent
-                } else {
-                    MarkKind::Collection
-                },
-                db: m.d,
-                coll: m.c,
-                id: bson::RawDocumentBuf::new(),
-            });
-            continue;
-        }
-        let value = id_from_js(m.k, m.v).map_err(at)?;
-        let id = id_doc(value).map_err(|e| at(e.to_string()))?;
-        out.push(NewMark {
-            kind: if m.i == Some(true) {
-                MarkKind::Intent
-            } else {
-                MarkKind::Document
-            },
-            db: m.d,
-            coll: m.c,
-            id,
-        });
+        let NativeMark {
+            c,
+            d,
+            k,
+            v,
+            i: intent,
+        } = m;
+        let desc = m_desc(&c);
+        let mark = mark_from_wire(c, d, k, value_from_js(&v), intent == Some(true))
+            .map_err(|e| format!("op {i} ({desc}): {e}"))?;
+        out.push(mark);
     }
     Ok(out)
 }

@@ -279,6 +279,28 @@ impl NativeEngine {
         serde_json::to_value(list).map_err(internal)
     }
 
+    /// The capture ring's memory (header and data) as an ArrayBuffer that
+    /// lib/ring.js writes marks into, or null: no ring (SYNC_CAPTURE_RING
+    /// off, an fsync per append) or a runtime that cannot share memory with
+    /// JS (Electron refuses external buffers). Null means marks go by call.
+    #[napi]
+    pub fn capture_ring<'env>(&self, env: &'env Env) -> Result<Option<ArrayBuffer<'env>>, String> {
+        let Some(shared) = self.engine()?.capture_ring() else {
+            return Ok(None);
+        };
+        let (ptr, len) = (shared.as_ptr(), shared.len());
+        // SAFETY: `shared` keeps the mapping alive until the buffer's
+        // finalizer drops it, after the engine itself may be gone.
+        let buffer = unsafe { ArrayBuffer::from_external(env, ptr, len, shared, |_, s| drop(s)) }
+            .map_err(internal)?;
+        // Where external buffers are refused napi-rs hands back a copy: writes
+        // into a copy would never reach the file.
+        if buffer.as_ptr() != ptr.cast_const() {
+            return Ok(None);
+        }
+        Ok(Some(buffer))
+    }
+
     /// Removes dead letters from this engine's store without re-queueing
     /// them here (adoption moves them to another engine first); returns them.
     #[napi]

@@ -93,13 +93,13 @@ async function run ({ smoke, pair, log }) {
   let timingCalls = false
   const floorFd = fs.openSync(path.join(tempDir('floor'), 'marks'), 'a')
   const floorBuf = Buffer.alloc(4096, 7)
-  const enqueueEncoded = sync._enqueueEncoded.bind(sync)
+  const enqueueEncoded = sync._captureEncoded.bind(sync)
   const floor = (bytes) => {
     const t0 = nowNs()
     fs.writeSync(floorFd, floorBuf, 0, Math.min(bytes, floorBuf.length))
     floorUs.push((nowNs() - t0) / 1e3)
   }
-  sync._enqueueEncoded = (encoded) => {
+  sync._captureEncoded = (encoded) => {
     if (!timingCalls) return enqueueEncoded(encoded)
     const floorFirst = callUs.length % 2 === 0
     if (floorFirst) floor(markBytes(encoded))
@@ -200,6 +200,7 @@ async function run ({ smoke, pair, log }) {
   sync.resume()
   const drained = await sync.flush({ timeoutMs: 120000 })
   const m = sync.metrics()
+  const ringMarks = sync._ring ? sync._ring.written : 0
 
   const stats = {}
   for (const mode of MODES) {
@@ -249,10 +250,10 @@ async function run ({ smoke, pair, log }) {
   // native calls per timed write (a write's post mark may ride with a later call): counts
   // every call made while a write was timed, whichever write it belongs to
   const callsPerWrite = writesTimed ? callUs.length / writesTimed : 0
-  if (callUs.length === 0) log('WARNING: no addon call was timed (does the plugin still call Sync._enqueueEncoded?): the floor goals are N/A')
+  if (callUs.length === 0) log('WARNING: no addon call was timed (does the plugin still call Sync._captureEncoded?): the floor goals are N/A')
   for (const k of ID_PATHS) {
     if (callUs.length === 0) {
-      goals.push({ label: `${k}: addon time per write / one fs.writeSync of a mark`, target: `≤ ${GOAL_FLOOR}×`, actual: 'not timed (the plugin made no Sync._enqueueEncoded call)', pass: null })
+      goals.push({ label: `${k}: addon time per write / one fs.writeSync of a mark`, target: `≤ ${GOAL_FLOOR}×`, actual: 'not timed (the plugin made no Sync._captureEncoded call)', pass: null })
       continue
     }
     goals.push({
@@ -277,7 +278,7 @@ async function run ({ smoke, pair, log }) {
       addonCallInSituUs: { median: round(callStats.median), p99: round(callStats.p99), calls: callUs.length, writes: writesTimed, callsPerWrite: round(callsPerWrite) },
       floorWriteSyncUs: { median: round(floorStats.median), p99: round(floorStats.p99), writes: floorUs.length },
       addonPerWriteUs: perWrite,
-      engine: { enqueued: m.enqueued, applied: m.applied.total, hookErrors: m.hookErrors, drainedAtEnd: drained, failedBatches: m.failures.batches }
+      engine: { enqueued: m.enqueued, applied: m.applied.total, hookErrors: m.hookErrors, drainedAtEnd: drained, failedBatches: m.failures.batches, captureRing: m.captureRing, ringMarks }
     },
     goals,
     table: {
@@ -299,6 +300,7 @@ async function run ({ smoke, pair, log }) {
       `Floor: one \`fs.writeSync\` of the bytes the journal writes for the call's marks (${markBytes([{ c: names.on, d: 'bench', k: 0 }])} B for one ObjectId mark here) to a file on the journal's disk, timed in the same wrapper right before or after each addon call (alternating): median ${round(floorStats.median)} µs, p99 ${round(floorStats.p99)} µs over ${floorUs.length} writes. The goal compares the addon time one Mongoose write costs (all of its calls) with one such write.`,
       `Extra _id-only find the plugin runs on local before a non-_id-filter write (durable intent), timed alone with the driver: by key median ${round(findStats['find _id by key'].median)} ms, by group median ${round(findStats['find _id by group'].median)} ms.`,
       `The addon's enqueue call as the plugin makes it (drain paused, between Mongoose's own work): median ${round(callStats.median)} µs, p99 ${round(callStats.p99)} µs over ${callUs.length} calls for ${writesTimed} timed writes (${round(callsPerWrite)} calls per write).`,
+      `Capture ring (SYNC_CAPTURE_RING): ${m.captureRing ? `on, ${ringMarks} of the ${m.enqueued} marks written through it (the rest by call: each collection's first mark, the bench's own)` : 'off: every mark was a native call'}. "Addon call" above is \`Sync._captureEncoded\` as the plugin makes it, ring write or call.`,
       `Engine after the run: ${m.enqueued} marks enqueued, ${m.applied.total} documents applied on Atlas, ${m.hookErrors} hook errors, ${m.failures.batches} failed batches, drained: ${drained}.`
     ]
   }

@@ -50,6 +50,9 @@ pub struct EngineConfig {
     pub local_read_adaptive: bool,
     /// Share of the time the drain reads local while the app writes
     /// (SYNC_DRAIN_SHARE; 1 never holds it back).
+    /// Let the JS layer write marks into the capture ring (crate::ring)
+    /// instead of calling in; off, or with an fsync per append, every mark is a call.
+    pub capture_ring: bool,
     pub drain_share: f64,
 }
 
@@ -81,6 +84,7 @@ impl EngineConfig {
             local_read_limit: 32,
             local_read_adaptive: true,
             drain_share: 0.03,
+            capture_ring: true,
         }
     }
 

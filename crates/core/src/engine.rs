@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+mod capture;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -70,6 +72,8 @@ pub struct Engine {
     /// The app's writes as `enqueue` takes them: the drain shares the local
     /// server while the app writes (read_limit::ReadGate).
     app: Arc<AppActivity>,
+    /// Where the JS layer writes marks without a call (None: every mark is a call).
+    ring: Option<crate::ring::CaptureRing>,
 }
 
 impl Engine {
@@ -98,6 +102,7 @@ impl Engine {
             persist: cfg.persist_queue,
         })?;
         let metrics = Arc::new(Metrics::default());
+        let (ring, from_ring) = capture::open_ring(&cfg);
         for c in &recovery.corrupt {
             tracing::error!(
                 "journal record skipped: segment {} offset {}: {}",
@@ -109,12 +114,10 @@ impl Engine {
         metrics
             .corrupt_records
             .fetch_add(recovery.corrupt.len() as u64, Relaxed);
-        metrics.recovered.store(recovery.records, Relaxed);
+        let recovered = recovery.records + from_ring.marks.len() as u64;
+        metrics.recovered.store(recovered, Relaxed);
         if cfg.persist_queue {
-            tracing::info!(
-                "✓ Loaded {} operations from persisted queue",
-                recovery.records
-            );
+            tracing::info!("✓ Loaded {recovered} operations from persisted queue");
         }
         let dead_path = cfg
             .persist_queue
@@ -210,12 +213,14 @@ impl Engine {
             runtime: Mutex::new(Some(runtime)),
             handle: handle.clone(),
             tasks: Mutex::new(Vec::new()),
-            recovered: recovery.records,
+            recovered,
             jobs: Default::default(),
             lost: Default::default(),
             closed: Default::default(),
             app,
+            ring,
         });
+        engine.take_from_ring(from_ring);
         if let Ok(mut slot) = worker.scanner.lock() {
             *slot = Some(crate::jobs::collection_scanner(&engine));
         }
@@ -224,6 +229,9 @@ impl Engine {
             tasks.push(handle.spawn(worker.clone().run_lane(lane)));
         }
         tasks.push(handle.spawn(Self::announce(engine.clone())));
+        if engine.ring.is_some() {
+            tasks.push(handle.spawn(capture::ring_loop(Arc::downgrade(&engine))));
+        }
         tasks.push(handle.spawn(crate::lost::requeue_loop(
             engine.lost.clone(),
             engine.queue.clone(),
@@ -298,11 +306,15 @@ impl Engine {
             return Err(EngineError::Closed);
         }
         for m in &marks {
-            validate_namespace(&m.db, &m.coll).map_err(|e| EngineError::Invalid(e.to_string()))?;
-            if m.kind == MarkKind::Document && m.id.get("_id").ok().flatten().is_none() {
-                return Err(EngineError::Invalid("id is required".into()));
-            }
+            check_mark(m)?;
         }
+        // The ring's marks are older than these (an intent there, its post mark here).
+        self.ingest_ring();
+        self.journal_marks(marks)
+    }
+
+    /// Journals checked marks; a failure is remembered (lost marks) and logged.
+    fn journal_marks(&self, marks: Vec<NewMark>) -> Result<u64, EngineError> {
         let marks: Vec<NewMark> = marks
             .into_iter()
             .filter(|m| !self.cfg.is_excluded(&m.coll))
@@ -356,6 +368,7 @@ impl Engine {
     /// Waits until everything enqueued before the call is applied (or
     /// dead-lettered). False on timeout.
     pub async fn flush(&self, timeout: Duration) -> bool {
+        self.ingest_ring();
         self.worker.urgent.fetch_add(1, SeqCst);
         self.worker.wake_all();
         let res = tokio::time::timeout(timeout, self.flush_inner()).await;
@@ -426,6 +439,7 @@ impl Engine {
 
     /// The metrics snapshot as JSON (built by `Metrics::engine_snapshot`).
     pub fn metrics(&self) -> Value {
+        self.ingest_ring();
         let journal = self.queue.journal();
         let state = if self.is_closed() {
             "closed"
@@ -498,6 +512,8 @@ impl Engine {
                 abort.abort();
             }
         }
+        // The ring loop has stopped: take what JS wrote since the flush.
+        self.ingest_ring();
         // The reminder loop has stopped: a last attempt to journal its
         // reminders, which live in memory only and would end with the process.
         tracing::dispatcher::with_default(&self.dispatch, || {
@@ -517,6 +533,15 @@ impl Engine {
         });
         drained
     }
+}
+
+/// Why a mark cannot be journaled, if it cannot.
+fn check_mark(m: &NewMark) -> Result<(), EngineError> {
+    validate_namespace(&m.db, &m.coll).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    if m.kind == MarkKind::Document && m.id.get("_id").ok().flatten().is_none() {
+        return Err(EngineError::Invalid("id is required".into()));
+    }
+    Ok(())
 }
 
 /// A document's identity as one number, for telling the app's writes apart.

@@ -21,7 +21,9 @@ pub mod queue;
 pub mod read_limit;
 pub mod reconcile;
 pub mod redact;
+pub mod ring;
 pub mod scope;
+pub mod wire;
 pub mod worker;
 
 pub use config::EngineConfig;

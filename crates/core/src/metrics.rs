@@ -117,6 +117,9 @@ pub struct Metrics {
     pub verify_resends: AtomicU64,
     pub invalid_ops: AtomicU64,
     pub corrupt_records: AtomicU64,
+    /// Capture ring records that could not be read (crate::ring); part of
+    /// `corruptRecords`, which starts a full sync at the next start.
+    pub ring_skipped: AtomicU64,
     pub recovered: AtomicU64,
     pub atlas_connected: AtomicBool,
     /// Unix ms of the last change of `atlas_connected`.
@@ -158,6 +161,7 @@ impl Default for Metrics {
             verify_resends: AtomicU64::new(0),
             invalid_ops: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(0),
+            ring_skipped: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
             atlas_connected: AtomicBool::new(false),
             atlas_since_ms: AtomicU64::new(now_ms()),
@@ -437,7 +441,7 @@ impl Metrics {
                 "persist": j.persist,
                 "bytes": j.bytes,
                 "segments": j.segments,
-                "corruptRecords": j.corrupt_records.max(self.corrupt_records.load(Relaxed)),
+                "corruptRecords": j.corrupt_records.max(self.corrupt_records.load(Relaxed)) + self.ring_skipped.load(Relaxed),
                 "recovered": j.recovered,
                 "checkpoint": j.checkpoint,
                 "end": j.end,

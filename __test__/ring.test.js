@@ -1,0 +1,170 @@
+// The capture ring (lib/ring.js writes, crates/core/src/ring reads): marks written into shared
+// memory instead of a native call per write. Every _id kind must come out as it went in (checked
+// end to end: the documents reach Atlas), a process killed with marks still in the ring must get
+// them back at the next open, a call too large for the ring goes by call, and with the ring off
+// every mark is a call.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { createRequire } from 'node:module'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import fc from 'fast-check'
+import { useServers, uniqueDbName } from './helpers/servers.js'
+import { openTestSync } from './helpers/testsync.js'
+
+const require = createRequire(import.meta.url)
+const { MongoClient, ObjectId, Long } = require('mongodb')
+const { createSync } = require('../index.js')
+const { encodeOp } = require('../lib/wire.js')
+const { compareDatabases, assertConverged } = require('./helpers/compare.js')
+const { startFixture, lineMatching } = require('./helpers/fixture.js')
+
+const OFFLINE = 'mongodb://127.0.0.1:9/ring'
+const KILLER = path.join(__dirname, 'fixtures', 'ringkill.js')
+
+function tempDir () {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-ring-'))
+}
+
+/** Marks as the plugin sends them (lib/plugin → Sync._captureEncoded): through the ring. */
+function capture (sync, ops) {
+  return sync._captureEncoded(ops.map((op) => encodeOp(op, sync.config.localDb)))
+}
+
+/** An engine with no servers to reach: marks stay in its journal. */
+function openOffline (dataDir, options = {}) {
+  return createSync({ enabled: true, localUri: OFFLINE, atlasUri: OFFLINE, dataDir, connectTimeoutMs: 100, logLevel: 'error', ...options })
+}
+
+describe('capture ring, with servers', () => {
+  let servers, client, sync, dbName
+  beforeAll(async () => {
+    servers = await useServers()
+    dbName = uniqueDbName('ring')
+    client = new MongoClient(servers.local.uri)
+    sync = (await openTestSync(servers, dbName, { dirPrefix: 'dualsync-ring-' })).sync
+  })
+  afterAll(async () => {
+    await sync?.close({ drainTimeoutMs: 0 })
+    await client?.close()
+  })
+
+  // The _id kinds the wire form has, with the awkward values of each.
+  const anyId = fc.oneof(
+    fc.constant(null).map(() => new ObjectId()),
+    fc.string({ unit: 'grapheme', maxLength: 40 }),
+    fc.integer({ min: -2147483648, max: 2147483647 }),
+    fc.double({ noNaN: true, noDefaultInfinity: true }).filter((d) => !Number.isInteger(d)),
+    fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }).map((b) => Long.fromBigInt(b)),
+    fc.date({ min: new Date(-8.64e14), max: new Date(8.64e14), noInvalidDate: true }),
+    fc.record({ a: fc.integer(), b: fc.string({ maxLength: 5 }) })
+  )
+
+  it('every _id kind written through the ring reaches Atlas as the document local holds', async () => {
+    const coll = client.db(dbName).collection('kinds')
+    let run = 0
+    await fc.assert(fc.asyncProperty(fc.uniqueArray(anyId, { minLength: 1, maxLength: 12, selector: (id) => JSON.stringify(id) + typeof id }), fc.integer({ min: 1, max: 4 }), async (ids, group) => {
+      run++
+      await coll.deleteMany({})
+      const docs = ids.map((_id, n) => ({ _id, n, run }))
+      await coll.insertMany(docs)
+      const before = sync._ring.written
+      // Some calls of one mark, some of several: one JS call's marks are published together.
+      for (let i = 0; i < ids.length; i += group) {
+        capture(sync, ids.slice(i, i + group).map((id) => ({ collection: 'kinds', id })))
+      }
+      // The namespace was learnt by the first run's first call: from then on all went by ring.
+      if (run > 1) expect(sync._ring.written - before).toBe(ids.length)
+      sync.enqueue({ collection: 'kinds', kind: 'collection' }) // removes the last run's leftovers from Atlas
+      expect(await sync.flush({ timeoutMs: 30000 })).toBe(true)
+      assertConverged(await compareDatabases(servers.local.uri, servers.atlas.uri, dbName, ['kinds']))
+    }), { numRuns: 12 })
+    expect(sync.metrics().captureRing).toBe(true)
+  })
+})
+
+describe('capture ring, offline', () => {
+  it('gets back the marks a process killed with SIGKILL left in the ring', async () => {
+    // The engine reads the ring every few ms, so a kill can land just after a read: try until
+    // one leaves marks behind (each attempt checks that nothing was lost either way).
+    let replayed = false
+    for (let attempt = 0; attempt < 5 && !replayed; attempt++) {
+      const dataDir = tempDir()
+      const child = startFixture(KILLER, { DATA_DIR: dataDir, MARKS: '3000' })
+      const [, pending, written] = (await lineMatching(child, /^pending (-?\d+) written (-?\d+)/)).map(Number)
+      const { signal } = await child.exited
+      expect(signal).toBe('SIGKILL')
+      expect(written).toBe(2999) // the first mark of a namespace goes by call
+      const sync = await openOffline(dataDir)
+      try {
+        const m = sync.metrics()
+        expect(m.journal.recovered).toBe(3000)
+        expect(m.journal.corruptRecords).toBe(0)
+      } finally {
+        await sync.close({ drainTimeoutMs: 0 })
+      }
+      replayed = pending > 0
+    }
+    expect(replayed).toBe(true)
+  })
+
+  it('a call too large for the ring goes by call, and nothing is lost', async () => {
+    const dataDir = tempDir()
+    const sync = await openOffline(dataDir)
+    try {
+      capture(sync, [{ collection: 'big', id: 'first' }]) // learns the namespace
+      const ops = Array.from({ length: 20000 }, (_, i) => ({ collection: 'big', id: `id-${i}`.padEnd(40, '.') }))
+      const before = sync._ring.written
+      expect(capture(sync, ops)).toBe(20000) // 64-byte records: 1.28 MB, more than the 1 MiB ring
+      expect(sync._ring.written).toBe(before)
+      capture(sync, [{ collection: 'big', id: 'after' }])
+      expect(sync._ring.written).toBe(before + 1)
+      expect(sync.metrics().collections['ring.big'].enqueued).toBe(20002)
+    } finally {
+      await sync.close({ drainTimeoutMs: 0 })
+    }
+  })
+
+  it('with SYNC_CAPTURE_RING=false, or an fsync per append, every mark is a call', async () => {
+    for (const options of [{ captureRing: false }, { fsyncIntervalMs: 0 }]) {
+      const sync = await openOffline(tempDir(), options)
+      try {
+        expect(sync._ring).toBe(null)
+        for (let i = 0; i < 10; i++) capture(sync, [{ collection: 'calls', id: i }])
+        const m = sync.metrics()
+        expect(m.captureRing).toBe(false)
+        expect(m.collections['ring.calls'].enqueued).toBe(10)
+      } finally {
+        await sync.close({ drainTimeoutMs: 0 })
+      }
+    }
+    const prev = process.env.SYNC_CAPTURE_RING
+    process.env.SYNC_CAPTURE_RING = 'false'
+    try {
+      const sync = await openOffline(tempDir())
+      expect(sync.metrics().captureRing).toBe(false)
+      await sync.close({ drainTimeoutMs: 0 })
+    } finally {
+      if (prev === undefined) delete process.env.SYNC_CAPTURE_RING
+      else process.env.SYNC_CAPTURE_RING = prev
+    }
+  })
+
+  it('marks written while close() drains go by call and are kept for the next start', async () => {
+    const dataDir = tempDir()
+    const sync = await openOffline(dataDir)
+    capture(sync, [{ collection: 'late', id: 0 }])
+    capture(sync, [{ collection: 'late', id: 1 }])
+    expect(sync._ring.written).toBe(1)
+    const closing = sync.close({ drainTimeoutMs: 0 })
+    expect(sync._ring).toBe(null)
+    capture(sync, [{ collection: 'late', id: 2 }])
+    await closing
+    const again = await openOffline(dataDir)
+    try {
+      expect(again.metrics().journal.recovered).toBe(3)
+    } finally {
+      await again.close({ drainTimeoutMs: 0 })
+    }
+  })
+})
