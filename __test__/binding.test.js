@@ -82,6 +82,31 @@ describe('native binding', () => {
     await expect(engine.flush(10)).rejects.toMatchObject({ code: 'Cancelled' })
   })
 
+  it('captureRing(): the mapping itself (header and 1 MiB of data), null when off, ERR_SYNC_CLOSED after close', async () => {
+    const engine = new native.NativeEngine(nativeConfig(), () => {})
+    const buffer = engine.captureRing()
+    expect(buffer).toBeInstanceOf(ArrayBuffer)
+    const bytes = Buffer.from(buffer)
+    expect(bytes.toString('latin1', 0, 8)).toBe('DSRING1\0')
+    expect(bytes.readUInt32LE(8)).toBe(1 << 20)
+    expect(buffer.byteLength).toBe(bytes.readUInt32LE(12) + (1 << 20))
+    // Shared, not a copy: a mark written here is one the engine journals.
+    const ring = new (require('../lib/ring.js').CaptureRing)(buffer)
+    ring.learn([{ c: 'x', d: 'binding' }])
+    expect(ring.write([{ c: 'x', d: 'binding', k: K.STRING, v: 'through-the-ring' }])).toBe(true)
+    expect(engine.metrics().enqueued).toBe(1)
+    await engine.close(0)
+    expect(codeOf(() => engine.captureRing())).toBe('ERR_SYNC_CLOSED')
+    for (const extra of [{ captureRing: false }, { fsyncIntervalMs: 0 }]) {
+      const off = new native.NativeEngine(nativeConfig(extra), () => {})
+      try {
+        expect(off.captureRing()).toBe(null)
+      } finally {
+        await off.close(0)
+      }
+    }
+  })
+
   it('the Sync maps them: TypeError for invalid input, ERR_SYNC_CLOSED after close', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-binding-sync-'))
     dirs.push(dataDir)

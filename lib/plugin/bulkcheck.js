@@ -26,10 +26,22 @@ async function findTaken (marker, state, result) {
     const gone = found.length - (found.length > 0 ? await countExisting(model, found, { session: state.session, timeoutMs: marker.timeoutMs }) : 0)
     if (deleted > gone) return { ids: [], collection: true }
   }
+  const singles = state.singles.filter((s) => !s.deletes && s.castFilter)
+  const find = (s) => findIds(model, s.castFilter, { session: state.session, collation: s.spec.collation, cap: marker.cap, timeoutMs: marker.timeoutMs })
+  // Outside a session the finds run at once (the app's call waits for them); a session's
+  // operations go one at a time, as a transaction needs.
+  const results = []
+  if (state.session) {
+    for (const s of singles) {
+      const r = await find(s)
+      if (r.collection) return { ids: [], collection: true }
+      results.push(r)
+    }
+  } else {
+    results.push(...await Promise.all(singles.map(find)))
+  }
   const ids = []
-  for (const s of state.singles) {
-    if (s.deletes || !s.castFilter) continue
-    const r = await findIds(model, s.castFilter, { session: state.session, collation: s.spec.collation, cap: marker.cap, timeoutMs: marker.timeoutMs })
+  for (const r of results) {
     if (r.collection) return { ids: [], collection: true }
     ids.push(...r.ids)
   }
