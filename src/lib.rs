@@ -294,8 +294,15 @@ impl NativeEngine {
         let buffer = unsafe { ArrayBuffer::from_external(env, ptr, len, shared, |_, s| drop(s)) }
             .map_err(internal)?;
         // Where external buffers are refused napi-rs hands back a copy: writes
-        // into a copy would never reach the file.
-        if buffer.as_ptr() != ptr.cast_const() {
+        // into a copy would never reach the file. Asked of the engine itself,
+        // not of napi-rs' own record of the pointer.
+        let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
+        let mut got = 0usize;
+        // SAFETY: `env` and `buffer` are live for the duration of this call.
+        let status = unsafe {
+            napi::sys::napi_get_arraybuffer_info(env.raw(), buffer.raw(), &mut data, &mut got)
+        };
+        if status != napi::sys::Status::napi_ok || data.cast::<u8>() != ptr || got != len {
             return Ok(None);
         }
         Ok(Some(buffer))

@@ -74,6 +74,8 @@ pub struct Engine {
     app: Arc<AppActivity>,
     /// Where the JS layer writes marks without a call (None: every mark is a call).
     ring: Option<crate::ring::CaptureRing>,
+    /// Whether JS may write into `ring` (else it was only replayed).
+    ring_shared: bool,
 }
 
 impl Engine {
@@ -102,7 +104,7 @@ impl Engine {
             persist: cfg.persist_queue,
         })?;
         let metrics = Arc::new(Metrics::default());
-        let (ring, from_ring) = capture::open_ring(&cfg);
+        let (ring, from_ring, ring_shared) = capture::open_ring(&cfg);
         for c in &recovery.corrupt {
             tracing::error!(
                 "journal record skipped: segment {} offset {}: {}",
@@ -219,8 +221,11 @@ impl Engine {
             closed: Default::default(),
             app,
             ring,
+            ring_shared,
         });
         engine.take_from_ring(from_ring);
+        // Journaled (or remembered as lost): the ring may move past them now.
+        engine.settle_ring();
         if let Ok(mut slot) = worker.scanner.lock() {
             *slot = Some(crate::jobs::collection_scanner(&engine));
         }
@@ -229,7 +234,7 @@ impl Engine {
             tasks.push(handle.spawn(worker.clone().run_lane(lane)));
         }
         tasks.push(handle.spawn(Self::announce(engine.clone())));
-        if engine.ring.is_some() {
+        if engine.ring_shared {
             tasks.push(handle.spawn(capture::ring_loop(Arc::downgrade(&engine))));
         }
         tasks.push(handle.spawn(crate::lost::requeue_loop(

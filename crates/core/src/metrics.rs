@@ -226,6 +226,14 @@ impl Metrics {
             .clone()
     }
 
+    /// Every (db, collection) that has had a mark since start.
+    pub fn namespaces(&self) -> Vec<(String, String)> {
+        let map = crate::poison::lock(&self.collections);
+        map.iter()
+            .flat_map(|(db, colls)| colls.keys().map(move |c| (db.clone(), c.clone())))
+            .collect()
+    }
+
     /// Records Atlas reachability; returns the previous state's duration in
     /// ms when this call changed it.
     pub fn set_atlas_connected(&self, connected: bool) -> Option<u64> {

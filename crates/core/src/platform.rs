@@ -86,6 +86,38 @@ pub fn unreadable_holder() -> &'static str {
     }
 }
 
+/// Whether overwriting bytes a file already holds can need new disk space
+/// (copy-on-write and log-structured filesystems). There a store into a
+/// shared mapping of it on a full disk is SIGBUS, not an error, so the
+/// capture ring is not used on them. Unknown: assumed so.
+pub fn overwrite_may_allocate(path: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        // btrfs, ZFS, bcachefs, F2FS, NILFS (statfs f_type magic numbers)
+        const ALLOCATING: [i64; 5] = [0x9123_683e, 0x2fc1_2fc1, 0xca45_1a4e, 0xf2f5_2010, 0x3434];
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            return true;
+        };
+        // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is NUL-terminated and `st` is a valid place to write.
+        if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+            return true;
+        }
+        // f_type's width differs between targets.
+        #[allow(clippy::unnecessary_cast)]
+        let kind = st.f_type as i64;
+        ALLOCATING.contains(&kind)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // NTFS (the Windows target) overwrites in place.
+        let _ = path;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,9 @@
 
 use super::{check_mark, Engine};
 use crate::config::EngineConfig;
-use crate::ring::{CaptureRing, SharedRing, Taken, CAPACITY};
+use crate::mark::MarkKind;
+use crate::queue::NewMark;
+use crate::ring::{CaptureRing, SharedRing, Taken, CAPACITY, FILE};
 use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -12,20 +14,31 @@ use std::time::Duration;
 /// there durably (page cache), so this only bounds how late the drain sees them.
 const RING_INTERVAL: Duration = Duration::from_millis(5);
 
-/// The ring, when this engine offers one, and the marks a previous process
-/// left in it. A ring that cannot be opened is not fatal: marks go by call.
-pub(super) fn open_ring(cfg: &EngineConfig) -> (Option<CaptureRing>, Taken) {
+/// The ring, the marks a previous process left in it, and whether JS may
+/// write into it. A ring that cannot be opened is not fatal: marks go by call.
+/// Where this engine will not share one (off, fsync per append, a
+/// copy-on-write filesystem) a ring file left by an earlier start is still
+/// replayed, then retired.
+pub(super) fn open_ring(cfg: &EngineConfig) -> (Option<CaptureRing>, Taken, bool) {
     // An fsync per append asks for each mark on disk before the write goes on.
-    if !cfg.capture_ring || cfg.fsync_interval.is_zero() {
-        return (None, Taken::default());
+    let mut share = cfg.capture_ring && !cfg.fsync_interval.is_zero();
+    if share && crate::platform::overwrite_may_allocate(&cfg.data_dir) {
+        tracing::info!(
+            "capture ring off: the data dir's filesystem copies on write (a full disk would crash a write into it); each captured write calls into the engine"
+        );
+        share = false;
+    }
+    let left_over = cfg.persist_queue && cfg.data_dir.join(FILE).exists();
+    if !share && !left_over {
+        return (None, Taken::default(), false);
     }
     match CaptureRing::open(&cfg.data_dir, CAPACITY, cfg.persist_queue) {
-        Ok((ring, taken)) => (Some(ring), taken),
+        Ok((ring, taken)) => (Some(ring), taken, share),
         Err(e) => {
             tracing::warn!(
                 "capture ring unavailable ({e}): each captured write calls into the engine"
             );
-            (None, Taken::default())
+            (None, Taken::default(), false)
         }
     }
 }
@@ -49,6 +62,9 @@ impl Engine {
     /// when there are none (one atomic load); never fails: a mark that cannot
     /// be kept is counted and logged like any other.
     pub fn ingest_ring(&self) {
+        if !self.ring_shared {
+            return;
+        }
         if let Some(ring) = &self.ring {
             if ring.pending() {
                 ring.drain(true, |t| self.take_from_ring(t));
@@ -58,7 +74,20 @@ impl Engine {
 
     /// The ring's memory for the binding, or None (marks go by call).
     pub fn capture_ring(&self) -> Option<Arc<SharedRing>> {
-        self.ring.as_ref().map(|r| r.shared())
+        self.ring
+            .as_ref()
+            .filter(|_| self.ring_shared)
+            .map(|r| r.shared())
+    }
+
+    /// After the replayed marks are journaled: the ring moves past them, or,
+    /// when it is not shared this time, is retired.
+    pub(super) fn settle_ring(&self) {
+        match &self.ring {
+            Some(r) if self.ring_shared => r.commit_replay(),
+            Some(r) => r.retire(),
+            None => {}
+        }
     }
 
     pub(super) fn take_from_ring(&self, taken: Taken) {
@@ -76,9 +105,26 @@ impl Engine {
                 .fetch_add(skipped.len() as u64, Relaxed);
             tracing::dispatcher::with_default(&self.dispatch, || {
                 for s in &skipped {
-                    tracing::error!("capture ring record skipped: {s}; run a full sync of its collection if it names one");
+                    tracing::error!("capture ring record skipped: {s}; the collections marked since start are reconciled to repair it");
                 }
             });
+        }
+        if !skipped.is_empty() {
+            // An unreadable record named a collection of the app's that JS had sent a mark
+            // of by call before (lib/ring.js learns names from accepted calls), so one of
+            // these: reconcile them all. At open there are none yet; the JS layer starts a
+            // full sync instead when it sees `corruptRecords` (lib/sync.js).
+            marks.extend(
+                self.metrics
+                    .namespaces()
+                    .into_iter()
+                    .map(|(db, coll)| NewMark {
+                        kind: MarkKind::Collection,
+                        db,
+                        coll,
+                        id: bson::RawDocumentBuf::new(),
+                    }),
+            );
         }
         if !marks.is_empty() {
             // A journal failure is remembered and logged there (lost marks).

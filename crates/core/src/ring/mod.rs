@@ -19,16 +19,17 @@ use map::RingMap;
 use record::{align8, decode, header, header_matches, record_len, u32_at, RECORD_HEADER, WRAP_BIT};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use map::RingMap as SharedRing;
 
 pub const FILE: &str = "capture-ring";
 /// 1 MiB: about 16 000 marks, far more than an app writes between two reads.
 pub const CAPACITY: u32 = 1 << 20;
-/// Reads that find a record whose checksum does not match yet before it is
-/// skipped (a writer's bytes not visible before its head: never seen on
-/// x86, guarded against on weaker memory models).
-const RETRIES: u8 = 3;
+/// How long a record that does not read (its length or checksum) is waited
+/// for before it is skipped: a writer's bytes not visible yet behind its head
+/// (never seen on x86; guarded against on weaker memory models).
+const SUSPECT_WAIT: Duration = Duration::from_millis(50);
 
 /// What one read of the ring found.
 #[derive(Default)]
@@ -40,12 +41,18 @@ pub struct Taken {
 
 #[derive(Default)]
 struct Reader {
+    /// How far the marks are read (and journaled, or handed to the caller).
     tail: u32,
-    /// A record whose checksum did not match, and how many reads saw it so.
-    retry: Option<(u32, u8)>,
+    /// A record that did not read (length or checksum) while JS may still be
+    /// writing, and when a read first found it so.
+    suspect: Option<(u32, Instant)>,
+    /// At open: the tail after the replayed records, stored once the engine
+    /// journaled them ([`CaptureRing::commit_replay`]).
+    replayed: Option<u32>,
 }
 
 pub struct CaptureRing {
+    path: std::path::PathBuf,
     map: Arc<RingMap>,
     reader: Mutex<Reader>,
 }
@@ -66,6 +73,18 @@ fn allocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
         left -= n as u64;
     }
     file.sync_all()
+}
+
+/// Whether to wait (stop reading here for now) for the record at `tail`,
+/// which did not read: yes until it has not read for [`SUSPECT_WAIT`].
+fn wait_for(suspect: &mut Option<(u32, Instant)>, tail: u32) -> bool {
+    match *suspect {
+        Some((t, since)) if t == tail => since.elapsed() < SUSPECT_WAIT,
+        _ => {
+            *suspect = Some((tail, Instant::now()));
+            true
+        }
+    }
 }
 
 impl CaptureRing {
@@ -106,17 +125,20 @@ impl CaptureRing {
         }
         let map = Arc::new(RingMap::new(&file, capacity)?);
         let ring = CaptureRing {
+            path: path.clone(),
             map,
             reader: Mutex::new(Reader::default()),
         };
         let h = ring.map.header();
         if header_matches(&h, capacity) && replay {
-            let tail = u32_at(&h, record::TAIL_OFF);
-            ring.lock().tail = tail;
-            ring.drain(false, |t| {
-                out.marks = t.marks;
-                out.skipped.extend(t.skipped);
-            });
+            let mut r = ring.lock();
+            r.tail = u32_at(&h, record::TAIL_OFF);
+            let (t, tail) = ring.read(&mut r, false);
+            out.marks = t.marks;
+            out.skipped.extend(t.skipped);
+            // Not stored yet: the marks are only in memory until the engine journals them.
+            r.tail = tail;
+            r.replayed = Some(tail);
         } else {
             if replay && size == want && h.iter().any(|&b| b != 0) {
                 out.skipped.push(format!(
@@ -135,6 +157,25 @@ impl CaptureRing {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Stores the tail past the records `open` replayed: call once they are
+    /// journaled. Until then a crash (or a failed open) replays them again.
+    pub fn commit_replay(&self) {
+        let mut r = self.lock();
+        if let Some(tail) = r.replayed.take() {
+            self.map.set_tail(tail);
+        }
+    }
+
+    /// Ends a ring this engine replayed but will not share: removes the file
+    /// (no store into the mapping, which a copy-on-write filesystem on a full
+    /// disk could answer with SIGBUS); where it cannot be removed while mapped
+    /// (Windows), commits the replay instead.
+    pub fn retire(&self) {
+        if std::fs::remove_file(&self.path).is_err() {
+            self.commit_replay();
+        }
+    }
+
     /// Whether JS has written marks not taken yet (one atomic load).
     pub fn pending(&self) -> bool {
         self.map.head() != self.map.tail()
@@ -146,12 +187,8 @@ impl CaptureRing {
         self.map.clone()
     }
 
-    /// Reads every record written so far and hands them to `keep`; the tail
-    /// moves past them only after `keep` returns, so a crash in between
-    /// replays them instead of losing them. `live`: JS may still be writing
-    /// (a checksum mismatch is retried on later reads before it counts).
-    pub fn drain(&self, live: bool, keep: impl FnOnce(Taken)) {
-        let mut r = self.lock();
+    /// The records from `r.tail` to the head, and the tail after them.
+    fn read(&self, r: &mut Reader, live: bool) -> (Taken, u32) {
         let head = self.map.head();
         let cap = self.map.capacity() as usize;
         let mut out = Taken::default();
@@ -180,6 +217,17 @@ impl CaptureRing {
                 Some(_) => record_len(&first[..n], room),
                 None => None,
             };
+            let readable = match len {
+                Some(len) => {
+                    buf.resize(len, 0);
+                    self.map.read(at, &mut buf) && record::checksum_ok(&buf)
+                }
+                None => false,
+            };
+            if !readable && live && wait_for(&mut r.suspect, tail) {
+                break;
+            }
+            r.suspect = None;
             let Some(len) = len else {
                 // Without a length there is no next record to find: skip to the head.
                 out.skipped.push(format!(
@@ -188,25 +236,22 @@ impl CaptureRing {
                 tail = head;
                 break;
             };
-            buf.resize(len, 0);
-            self.map.read(at, &mut buf);
-            if live && !record::checksum_ok(&buf) {
-                let seen = match r.retry {
-                    Some((t, k)) if t == tail => k + 1,
-                    _ => 1,
-                };
-                if seen < RETRIES {
-                    r.retry = Some((tail, seen));
-                    break;
-                }
-            }
-            r.retry = None;
             match decode(&buf) {
                 Ok(m) => out.marks.push(m),
                 Err(e) => out.skipped.push(format!("record at {tail}: {e}")),
             }
             tail = tail.wrapping_add(align8(len) as u32);
         }
+        (out, tail)
+    }
+
+    /// Reads every record written so far and hands them to `keep`; the tail
+    /// moves past them only after `keep` returns, so a crash in between
+    /// replays them instead of losing them. `live`: JS may still be writing
+    /// (a record that does not read is waited for before it counts).
+    pub fn drain(&self, live: bool, keep: impl FnOnce(Taken)) {
+        let mut r = self.lock();
+        let (out, tail) = self.read(&mut r, live);
         keep(out);
         // Unchanged, it is not stored: a store dirties the page, and the file's
         // mtime is part of what tells the adopter a sibling dir changed.
