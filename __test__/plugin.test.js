@@ -420,6 +420,17 @@ describe.each(VERSIONS)('%s', (label, lib) => {
     expect(b.modified).toHaveLength(1)
     expectCovered(env, b, { insertsInPre: true })
 
+    // A save the server rejects: the error reaches the app (Mongoose 8 goes on after an error
+    // hook only once its promise settles: one returning nothing would hold the save forever),
+    // and the document is marked before the write and again after it failed.
+    const dup = new Uniq({ code: 'bk-1' })
+    const s = await observe(env, 'uniqs', () => settle(dup.save()))
+    expect(s.result).toBeInstanceOf(Error)
+    expect(s.changed).toEqual([])
+    expect(s.preIds.has(idKey(dup._id))).toBe(true)
+    expect(s.postIds.has(idKey(dup._id))).toBe(true)
+    expect(s.errors).toEqual([])
+
     // An upsert the server rejected inserted nothing: no collection mark for it.
     const u = await observe(env, 'uniqs', () =>
       settle(Uniq.updateOne({ code: 'absent' }, { $set: { code: 'pw-2' } }, { upsert: true }))

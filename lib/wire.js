@@ -75,9 +75,8 @@ function encodeOp (op, defaultDb) {
   if (id === undefined || id === null) {
     throw new TypeError(`enqueue: op.id is required for collection "${collection}" (the document's _id)`)
   }
-  const encoded = { c: collection, d, ...encodeId(id, collection) }
-  if (op.intent === true) encoded.i = true
-  return encoded
+  const { k, v } = encodeId(id, collection)
+  return op.intent === true ? { c: collection, d, k, v, i: true } : { c: collection, d, k, v }
 }
 
 function encodeId (id, collection) {

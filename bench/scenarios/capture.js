@@ -9,7 +9,8 @@
 // JS hooks' own cost, Mongoose middleware included. Rounds rotate
 // the modes so drift (server caches, table growth, thermal) hits all of them alike; each
 // round starts with the engine's backlog flushed (untimed) and a GC, so one mode's leftovers
-// never land in another's timings.
+// never land in another's timings. Then OFF and ON once more with "Atlas" at the lowest CPU
+// priority (in the field it is not on the café PC), and the CPU each mode cost, by process.
 
 const fs = require('node:fs')
 const path = require('node:path')
@@ -19,8 +20,11 @@ const { connect, prepareCollection } = require('../lib/servers')
 const { openSync, tempDir } = require('../lib/engine')
 const { makeDoc, schemaDefinition, seed } = require('../lib/docs')
 const { summarize, round, nowNs } = require('../lib/stats')
+const { lowestPriority, serverTicks, threadTicks } = require('../lib/priority')
 
 const MODES = ['off', 'on', 'journal', 'hooks']
+const NICED_MODES = ['off', 'on']
+const CPU_PARTS = ['app', 'engine', 'local', 'atlas']
 const KINDS = ['create', 'save', 'updateOne(_id)', 'updateOne(key)', 'updateMany(10)']
 const ID_PATHS = ['create', 'save', 'updateOne(_id)']
 const GOAL = 1.03
@@ -49,35 +53,39 @@ function markBytes (encoded) {
 
 function params (smoke) {
   return smoke
-    ? { seedDocs: 300, rounds: 3, perRound: { create: 30, save: 30, 'updateOne(_id)': 30, 'updateOne(key)': 10, 'updateMany(10)': 6 } }
-    : { seedDocs: 500, rounds: 10, perRound: { create: 100, save: 100, 'updateOne(_id)': 100, 'updateOne(key)': 30, 'updateMany(10)': 20 } }
+    ? { seedDocs: 300, rounds: 3, nicedRounds: 2, perRound: { create: 30, save: 30, 'updateOne(_id)': 30, 'updateOne(key)': 10, 'updateMany(10)': 6 } }
+    : { seedDocs: 500, rounds: 10, nicedRounds: 6, perRound: { create: 100, save: 100, 'updateOne(_id)': 100, 'updateOne(key)': 30, 'updateMany(10)': 20 } }
 }
 
 async function run ({ smoke, pair, log }) {
   const p = params(smoke)
   const client = await connect(pair.local.uri)
   const db = client.db('bench')
-  const names = { on: 'cap_on', off: 'cap_off', hooks: 'cap_hooks' }
-  for (const coll of Object.values(names)) {
-    await prepareCollection(pair.local, client, 'bench', coll)
-    await seed(db.collection(coll), p.seedDocs)
-  }
+  // Every mode writes the same collection through the same connection: the modes differ in
+  // the plugin only. (With a collection and a pool each, the one that churned most, ON and
+  // drain-paused share theirs, read slower for reasons that are not the plugin's.)
+  const COLL = 'cap'
+  await prepareCollection(pair.local, client, 'bench', COLL)
+  await seed(db.collection(COLL), p.seedDocs)
   // The Atlas side gets the same index repair, or the drain would slow as the copy grows.
   const atlasClient = await connect(pair.atlas.uri)
-  await prepareCollection(pair.atlas, atlasClient, 'bench', names.on)
+  await prepareCollection(pair.atlas, atlasClient, 'bench', COLL)
 
   const sync = await openSync(pair, process.env.BENCH_ENGINE_LOG ? { logLevel: process.env.BENCH_ENGINE_LOG } : {})
-  const mOn = new Mongoose()
-  mOn.plugin(sync.plugin)
-  const mOff = new Mongoose()
-  const mHooks = new Mongoose()
   const { createPlugin } = require('../../lib/plugin')
   let dropped = 0
-  mHooks.plugin(createPlugin({ mark: (ops) => { dropped += ops.length }, isExcluded: () => false, onError: () => {} }))
+  const plugins = {
+    on: sync.plugin,
+    off: null,
+    hooks: createPlugin({ mark: (ops) => { dropped += ops.length }, isExcluded: () => false, onError: () => {} })
+  }
+  const mongoose = new Mongoose()
+  await mongoose.connect(`${pair.local.uri}/bench`)
   const models = {}
-  for (const [mode, m] of [['on', mOn], ['off', mOff], ['hooks', mHooks]]) {
-    await m.connect(`${pair.local.uri}/bench`)
-    models[mode] = m.model(`Cap_${mode}`, new m.Schema(schemaDefinition()), names[mode])
+  for (const [mode, plugin] of Object.entries(plugins)) {
+    const schema = new mongoose.Schema(schemaDefinition())
+    if (plugin) schema.plugin(plugin)
+    models[mode] = mongoose.model(`Cap_${mode}`, schema, COLL)
   }
   models.journal = models.on
 
@@ -120,6 +128,11 @@ async function run ({ smoke, pair, log }) {
     samples[mode] = {}
     for (const k of KINDS) samples[mode][k] = []
   }
+  const nicedSamples = {}
+  for (const mode of NICED_MODES) {
+    nicedSamples[mode] = {}
+    for (const k of KINDS) nicedSamples[mode][k] = []
+  }
   // The `_id`-only find the plugin adds before a non-`_id`-filter write, timed alone (driver).
   const findSamples = { 'find _id by key': [], 'find _id by group': [] }
   let seq = 1e6
@@ -134,12 +147,37 @@ async function run ({ smoke, pair, log }) {
     if (timingCalls && kind) addonPerWrite[kind].push(perWriteUs)
   }
 
+  // CPU each mode's rounds cost, by who spent it (app process, the engine's threads, each
+  // server): where ON's extra time goes. Ticks are 10 ms; summed over all of a mode's rounds.
+  const cpu = {}
+  const cpuNow = () => {
+    const u = process.cpuUsage()
+    const engine = threadTicks('dualsync')
+    return {
+      app: (u.user + u.system) / 1000,
+      engine: engine === null ? NaN : (engine + threadTicks('dualsync-ring')) * 10,
+      local: (serverTicks(pair.local) ?? NaN) * 10,
+      atlas: (serverTicks(pair.atlas) ?? NaN) * 10
+    }
+  }
+  async function countedRound (set, mode) {
+    const a = cpuNow()
+    const n = await roundFor(mode, set === 'asIs' ? samples[mode] : nicedSamples[mode])
+    const b = cpuNow()
+    cpu[set] = cpu[set] || {}
+    const c = cpu[set][mode] = cpu[set][mode] || { writes: 0, app: 0, engine: 0, local: 0, atlas: 0 }
+    c.writes += n
+    // null where /proc is absent (serverTicks, threadTicks): unknown stays unknown
+    for (const k of CPU_PARTS) c[k] = c[k] === null || !Number.isFinite(b[k] - a[k]) ? null : c[k] + (b[k] - a[k])
+  }
+
+  /** One round of a mode's writes; `keep`: the sample set to record into (none: warm-up). Returns the writes timed. */
   async function roundFor (mode, keep) {
     const Model = models[mode]
-    const coll = db.collection(names[mode === 'journal' ? 'on' : mode])
-    const s = keep ? samples[mode] : { create: [], save: [], 'updateOne(_id)': [], 'updateOne(key)': [], 'updateMany(10)': [] }
+    const coll = db.collection(COLL)
+    const s = keep || { create: [], save: [], 'updateOne(_id)': [], 'updateOne(key)': [], 'updateMany(10)': [] }
     const created = []
-    timingCalls = keep && mode === 'journal'
+    timingCalls = Boolean(keep) && mode === 'journal'
     for (let i = 0; i < p.perRound.create; i++) {
       const { _id, ...fields } = makeDoc(seq++)
       await timed(s.create, async () => { created.push((await Model.create(fields))._id) }, 'create')
@@ -158,14 +196,14 @@ async function run ({ smoke, pair, log }) {
     for (let i = 0; i < p.perRound['updateOne(key)']; i++) {
       const key = `k${Math.floor(Math.random() * p.seedDocs)}`
       await timed(s['updateOne(key)'], () => Model.updateOne({ key }, { $set: { amount: Math.random() } }))
-      if (keep && mode === 'off') {
+      if (keep === samples.off) {
         await timed(findSamples['find _id by key'], () => coll.find({ key }, { projection: { _id: 1 } }).toArray())
       }
     }
     for (let i = 0; i < p.perRound['updateMany(10)']; i++) {
       const group = Math.floor(Math.random() * groups)
       await timed(s['updateMany(10)'], () => Model.updateMany({ group }, { $inc: { count: 1 } }))
-      if (keep && mode === 'off') {
+      if (keep === samples.off) {
         await timed(findSamples['find _id by group'], () => coll.find({ group }, { projection: { _id: 1 } }).toArray())
       }
     }
@@ -173,6 +211,7 @@ async function run ({ smoke, pair, log }) {
     // Mongoose 9 carries its own bson major: hand the driver its own ObjectId type.
     timingCalls = false
     for (const id of created) await coll.deleteOne({ _id: new ObjectId(id.toHexString()) })
+    return Object.values(p.perRound).reduce((a, b) => a + b, 0)
   }
 
   async function prepareMode (mode) {
@@ -193,9 +232,21 @@ async function run ({ smoke, pair, log }) {
     const order = MODES.map((_, i) => MODES[(i + r) % MODES.length])
     for (const mode of order) {
       await prepareMode(mode)
-      await roundFor(mode, true)
+      await countedRound('asIs', mode)
     }
     log(`round ${r + 1}/${p.rounds} done`)
+  }
+  // Then OFF and ON again with "Atlas" at the lowest CPU priority: in the field it is not on
+  // the café PC, and its upserts here take the cores the app's writes need (last: the servers
+  // are this scenario's own, stopped after it).
+  const nicedProcesses = lowestPriority(pair.atlas)
+  if (nicedProcesses === 0) log('no /proc here: no rounds with Atlas at the lowest priority')
+  for (let r = 0; nicedProcesses > 0 && r < p.nicedRounds; r++) {
+    for (const mode of r % 2 ? [...NICED_MODES].reverse() : NICED_MODES) {
+      await prepareMode(mode)
+      await countedRound('atlasNiced', mode)
+    }
+    log(`round ${r + 1}/${p.nicedRounds} with Atlas at the lowest priority done`)
   }
   sync.resume()
   const drained = await sync.flush({ timeoutMs: 120000 })
@@ -206,6 +257,21 @@ async function run ({ smoke, pair, log }) {
   for (const mode of MODES) {
     stats[mode] = {}
     for (const k of KINDS) stats[mode][k] = summarize(samples[mode][k])
+  }
+  const nicedRows = nicedProcesses === 0
+    ? []
+    : KINDS.map((k) => {
+      const off = summarize(nicedSamples.off[k])
+      const on = summarize(nicedSamples.on[k])
+      return { op: k, n: on.n, offMedianMs: round(off.median), onMedianMs: round(on.median), medianRatio: round(on.median / off.median), p99Ratio: round(on.p99 / off.p99) }
+    })
+  // CPU µs per timed write, by mode and by who spent it
+  const cpuPerWrite = {}
+  for (const [set, modes] of Object.entries(cpu)) {
+    cpuPerWrite[set] = {}
+    for (const [mode, c] of Object.entries(modes)) {
+      cpuPerWrite[set][mode] = Object.fromEntries(CPU_PARTS.map((k) => [k, c[k] === null ? null : round(c[k] * 1000 / c.writes)]))
+    }
   }
   const callStats = summarize(callUs)
   const floorStats = summarize(floorUs)
@@ -264,7 +330,7 @@ async function run ({ smoke, pair, log }) {
     })
   }
 
-  await Promise.all([mOn.disconnect(), mOff.disconnect(), mHooks.disconnect()])
+  await mongoose.disconnect()
   await sync.close({ drainTimeoutMs: 10000 })
   await client.close()
   await atlasClient.close()
@@ -278,6 +344,8 @@ async function run ({ smoke, pair, log }) {
       addonCallInSituUs: { median: round(callStats.median), p99: round(callStats.p99), calls: callUs.length, writes: writesTimed, callsPerWrite: round(callsPerWrite) },
       floorWriteSyncUs: { median: round(floorStats.median), p99: round(floorStats.p99), writes: floorUs.length },
       addonPerWriteUs: perWrite,
+      atlasNiced: { processes: nicedProcesses, rounds: nicedProcesses ? p.nicedRounds : 0, rows: nicedRows },
+      cpuUsPerWrite: cpuPerWrite,
       engine: { enqueued: m.enqueued, applied: m.applied.total, hookErrors: m.hookErrors, drainedAtEnd: drained, failedBatches: m.failures.batches, captureRing: m.captureRing, ringMarks }
     },
     goals,
@@ -295,9 +363,20 @@ async function run ({ smoke, pair, log }) {
       title: 'The addon call where the plugin makes it (drain paused) vs the floor, one fs.writeSync of the same bytes in the same place',
       columns: ['op', 'writes', 'addon µs per write (median; all its calls)', 'p99', 'floor µs (one writeSync, median)', 'addon / floor', 'write latency, drain paused − OFF (median, µs)'],
       rows: ID_PATHS.map((k) => [k, perWrite[k].n, perWrite[k].medianUs, perWrite[k].p99Us, round(floorStats.median), `${perWrite[k].vsFloor}×`, perWrite[k].latencyDeltaUs])
+    }, ...(nicedRows.length === 0
+      ? []
+      : [{
+          title: `ON / OFF again, "Atlas" at the lowest CPU priority (as if elsewhere: ${p.nicedRounds} more rounds of OFF and ON, after the rounds above)`,
+          columns: ['op', 'OFF median ms', 'ON median ms', 'ON/OFF median', 'ON/OFF p99'],
+          rows: nicedRows.map((r) => [r.op, r.offMedianMs, r.onMedianMs, `${r.medianRatio}×`, `${r.p99Ratio}×`])
+        }]), {
+      title: 'CPU per timed write, µs (each round: its timed writes plus the untimed driver deletes that keep the table size; 10 ms ticks summed over all of a mode\'s rounds)',
+      columns: ['rounds', 'mode', 'node process (engine included)', 'engine threads', 'local server', '"Atlas" server'],
+      rows: Object.entries(cpuPerWrite).flatMap(([set, modes]) => Object.entries(modes).map(([mode, c]) =>
+        [set === 'asIs' ? 'as is' : 'Atlas niced', mode, ...CPU_PARTS.map((k) => c[k] === null ? 'n/a' : c[k])]))
     }],
     notes: [
-      `Floor: one \`fs.writeSync\` of the bytes the journal writes for the call's marks (${markBytes([{ c: names.on, d: 'bench', k: 0 }])} B for one ObjectId mark here) to a file on the journal's disk, timed in the same wrapper right before or after each addon call (alternating): median ${round(floorStats.median)} µs, p99 ${round(floorStats.p99)} µs over ${floorUs.length} writes. The goal compares the addon time one Mongoose write costs (all of its calls) with one such write.`,
+      `Floor: one \`fs.writeSync\` of the bytes the journal writes for the call's marks (${markBytes([{ c: COLL, d: 'bench', k: 0 }])} B for one ObjectId mark here) to a file on the journal's disk, timed in the same wrapper right before or after each addon call (alternating): median ${round(floorStats.median)} µs, p99 ${round(floorStats.p99)} µs over ${floorUs.length} writes. The goal compares the addon time one Mongoose write costs (all of its calls) with one such write.`,
       `Extra _id-only find the plugin runs on local before a non-_id-filter write (durable intent), timed alone with the driver: by key median ${round(findStats['find _id by key'].median)} ms, by group median ${round(findStats['find _id by group'].median)} ms.`,
       `The addon's enqueue call as the plugin makes it (drain paused, between Mongoose's own work): median ${round(callStats.median)} µs, p99 ${round(callStats.p99)} µs over ${callUs.length} calls for ${writesTimed} timed writes (${round(callsPerWrite)} calls per write).`,
       `Capture ring (SYNC_CAPTURE_RING): ${m.captureRing ? `on, ${ringMarks} of the ${m.enqueued} marks written through it (the rest by call: each collection's first mark, the bench's own)` : 'off: every mark was a native call'}. "Addon call" above is \`Sync._captureEncoded\` as the plugin makes it, ring write or call.`,

@@ -22,46 +22,47 @@ function saveSession (doc, model, saveOptions) {
  * @returns {{pre: Function, post: Function, error: Function}}
  */
 function saveHooks (marker, key) {
-  async function dualsyncPreSave () {
+  // Plain functions, not async ones: a hook whose mark is done when it returns (the connection
+  // is open) gives Mongoose nothing to await, so the write goes on in the same tick.
+  function dualsyncPreSave () {
     // Global plugins reach child schemas too: subdocuments are saved as part of their parent.
-    if (this.$isSubdocument) return
+    if (this.$isSubdocument) return undefined
     const model = this.constructor
     const saveOptions = this.$__ && this.$__.saveOptions
-    if (saveOptions && saveOptions.sync === false) return
+    if (saveOptions && saveOptions.sync === false) return undefined
     try {
       const t = marker.target(model, 'pre:save')
-      if (!t) return
+      if (!t) return undefined
       const id = docId(this)
-      if (id === undefined) return // Mongoose refuses to save a document without _id
+      if (id === undefined) return undefined // Mongoose refuses to save a document without _id
       this[key] = { t, id, session: saveSession(this, model, saveOptions) }
-      await marker.mark(t, [id], { hook: 'pre:save' })
+      return marker.hookResult(marker.mark(t, [id], { hook: 'pre:save' }), 'pre:save', model)
     } catch (err) {
       marker.report(err, 'pre:save', model)
+      return undefined
     }
   }
 
   function finish (doc, hook) {
-    const state = doc && doc[key]
-    if (!state) return undefined
-    doc[key] = undefined
-    return marker.mark(state.t, [state.id], { hook, session: state.session })
+    try {
+      const state = doc && doc[key]
+      if (!state) return undefined
+      doc[key] = undefined
+      return marker.hookResult(marker.mark(state.t, [state.id], { hook, session: state.session }), hook, doc.constructor)
+    } catch (err) {
+      marker.report(err, hook, doc && doc.constructor)
+      return undefined
+    }
   }
 
-  async function dualsyncPostSave () {
-    try {
-      await finish(this, 'post:save')
-    } catch (err) {
-      marker.report(err, 'post:save', this.constructor)
-    }
+  function dualsyncPostSave () {
+    return finish(this, 'post:save')
   }
 
   // A failed save may still have reached the server (e.g. a timeout after the write): mark again.
+  // Async: Mongoose 8 goes on after an error handler only once its promise settles.
   async function dualsyncSaveError () {
-    try {
-      await finish(this, 'error:save')
-    } catch (err) {
-      marker.report(err, 'error:save', this.constructor)
-    }
+    await finish(this, 'error:save')
   }
 
   return { pre: dualsyncPreSave, post: dualsyncPostSave, error: dualsyncSaveError }

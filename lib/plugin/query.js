@@ -1,7 +1,7 @@
 'use strict'
 // Query middleware for every query that writes.
 
-const { resolveFilter, countExisting, sessionFor } = require('./resolve')
+const { resolveFilter, prepareFilter, findPrepared, countExisting, sessionFor } = require('./resolve')
 const { docId, namesOneId } = require('./namedids')
 
 const QUERY_WRITES = [
@@ -51,47 +51,70 @@ function resultIds (op, options, res) {
  * @param {symbol} key  per-plugin slot on the query for the pre→post state
  */
 function queryHooks (marker, key) {
-  async function dualsyncPreQuery () {
+  // Pre and post hooks are plain functions: a write whose filter names its `_id`s (the common
+  // case) is marked before they return, and Mongoose then has nothing to await. Only a filter
+  // that needs a find (or a connection still opening) returns a promise.
+  function dualsyncPreQuery () {
     const model = this.model
     const hook = `pre:${this.op}`
     try {
       const options = this.getOptions()
-      if (options.sync === false) return
+      if (options.sync === false) return undefined
       const t = marker.target(model, hook)
-      if (!t) return
+      if (!t) return undefined
       // session: the write's, so post marks inside a transaction wait for its end (txn.js)
       const session = sessionFor(model, options.session)
       const state = { t, ids: [], found: false, collection: false, castError: null, session }
       this[key] = state
-      await marker.ready(t) // a write buffered while connecting: the find needs the connection
-      let r
+      const args = {
+        model,
+        query: this,
+        filter: this.getFilter(),
+        session,
+        collation: options.collation,
+        cap: marker.cap,
+        timeoutMs: marker.timeoutMs
+      }
+      const opening = marker.ready(t)
+      if (opening) return marker.hookResult(opening.then(() => resolveAndMark(state, args, null, hook)), hook, model)
+      let p
       try {
-        r = await resolveFilter({
-          model,
-          query: this,
-          filter: this.getFilter(),
-          session,
-          collation: options.collation,
-          cap: marker.cap,
-          timeoutMs: marker.timeoutMs
-        })
+        p = prepareFilter(args)
       } catch (err) {
-        // Which documents the write touches is unknown: reconcile the collection instead.
         marker.report(err, hook, model)
-        r = { collection: true }
+        p = { collection: true }
       }
-      if (r.castError) {
-        // Mongoose will reject this filter too, so nothing is written; post checks that.
-        state.castError = r.castError
-        return
-      }
-      state.ids = r.ids || []
-      state.found = Boolean(r.found)
-      state.collection = Boolean(r.collection)
-      await marker.mark(t, state.ids, { collection: state.collection, hook })
+      if (p.castFilter) return marker.hookResult(resolveAndMark(state, args, p, hook), hook, model)
+      return marker.hookResult(markResolved(state, p, hook), hook, model)
     } catch (err) {
       marker.report(err, hook, model)
+      return undefined
     }
+  }
+
+  /** The pre hook's find (or all of its resolution, `p` null: the connection was opening). */
+  async function resolveAndMark (state, args, p, hook) {
+    let r
+    try {
+      r = p ? await findPrepared(args, p) : await resolveFilter(args)
+    } catch (err) {
+      // Which documents the write touches is unknown: reconcile the collection instead.
+      marker.report(err, hook, args.model)
+      r = { collection: true }
+    }
+    return markResolved(state, r, hook)
+  }
+
+  function markResolved (state, r, hook) {
+    if (r.castError) {
+      // Mongoose will reject this filter too, so nothing is written; post checks that.
+      state.castError = r.castError
+      return undefined
+    }
+    state.ids = r.ids || []
+    state.found = Boolean(r.found)
+    state.collection = Boolean(r.collection)
+    return marker.mark(state.t, state.ids, { collection: state.collection, hook })
   }
 
   /** What the query's filter matches now (after the write); a failure reports and answers "the collection". */
@@ -113,9 +136,9 @@ function queryHooks (marker, key) {
     }
   }
 
-  async function dualsyncPostQuery (res) {
+  function dualsyncPostQuery (res) {
     const state = this[key]
-    if (!state) return
+    if (!state) return undefined
     this[key] = undefined
     const model = this.model
     const op = this.op
@@ -133,42 +156,58 @@ function queryHooks (marker, key) {
       // More documents touched than the pre-write find named: some came to
       // match the filter in between. Reconcile the collection to cover them.
       if (!collection && COUNTED.has(op) && res && typeof res === 'object' && touchedCount(res) > state.ids.length) collection = true
-      // A deleteOne by a non-`_id` filter deleted one document while every document its find
-      // named is still there: it took one that came to match in between, unmarked.
-      if (!collection && op === 'deleteOne' && state.found && state.ids.length > 0 &&
-        res && typeof res === 'object' && touchedCount(res) === 1) {
-        try {
-          if (await allStillExist(model, state.ids, options.session, marker.timeoutMs)) collection = true
-        } catch (err) {
-          marker.report(err, hook, model)
-          collection = true
-        }
-      }
-      // An updateOne/replaceOne by a non-`_id` filter may have taken a document that came to
-      // match in between (the found one having stopped matching): what matches now is marked
-      // too. A newcomer the write moved out of the filter stays a known limit.
-      if (!collection && SINGLE_UPDATES.has(op) && state.found && state.ids.length > 0 &&
-        res && typeof res === 'object' && touchedCount(res) === 1) {
-        const now = await findAgain(this, options, hook)
-        if (now.collection) collection = true
-        else if (now.ids) ids.push(...now.ids)
-      }
-      // findOneAndUpdate/Replace with upsert returning the old document (null: it inserted one)
-      // does not say which `_id` it inserted: look it up by the filter.
-      // When the filter names one `_id` by equality, the upsert inserted exactly that one (marked).
-      if (!collection && UPSERTING.has(op) && FIND_AND_MODIFY.has(op) && options.upsert && !found.known &&
-        !namesOneId(this.getFilter())) {
-        const r = await findAgain(this, options, hook)
-        if (r.ids && r.ids.length > 0) ids.push(...r.ids)
-        // The inserted document may no longer match the filter (a replacement
-        // or $set can move it out), and a concurrent insert may match instead:
-        // only a collection reconcile is sure to find it.
-        collection = true
-      }
-      await marker.mark(state.t, ids, { collection, hook, session: state.session })
+      const check = collection ? null : afterCheck(this, state, op, options, res, found)
+      if (check) return marker.hookResult(checkThenMark(this, state, check, options, ids, hook), hook, model)
+      return marker.hookResult(marker.mark(state.t, ids, { collection, hook, session: state.session }), hook, model)
     } catch (err) {
       marker.report(err, hook, model)
+      return undefined
     }
+  }
+
+  /**
+   * The after-write check a single-document write by a non-`_id` filter needs (one per op, so
+   * at most one applies), or null.
+   */
+  function afterCheck (query, state, op, options, res, found) {
+    const tookOne = state.found && state.ids.length > 0 && res && typeof res === 'object' && touchedCount(res) === 1
+    // A deleteOne by a non-`_id` filter deleted one document while every document its find
+    // named is still there: it took one that came to match in between, unmarked.
+    if (op === 'deleteOne' && tookOne) return 'deleted'
+    // An updateOne/replaceOne by a non-`_id` filter may have taken a document that came to
+    // match in between (the found one having stopped matching): what matches now is marked
+    // too. A newcomer the write moved out of the filter stays a known limit.
+    if (SINGLE_UPDATES.has(op) && tookOne) return 'matchesNow'
+    // findOneAndUpdate/Replace with upsert returning the old document (null: it inserted one)
+    // does not say which `_id` it inserted: look it up by the filter.
+    // When the filter names one `_id` by equality, the upsert inserted exactly that one (marked).
+    if (UPSERTING.has(op) && FIND_AND_MODIFY.has(op) && options.upsert && !found.known &&
+      !namesOneId(query.getFilter())) return 'upserted'
+    return null
+  }
+
+  async function checkThenMark (query, state, check, options, ids, hook) {
+    let collection = false
+    if (check === 'deleted') {
+      try {
+        if (await allStillExist(query.model, state.ids, options.session, marker.timeoutMs)) collection = true
+      } catch (err) {
+        marker.report(err, hook, query.model)
+        collection = true
+      }
+    } else if (check === 'matchesNow') {
+      const now = await findAgain(query, options, hook)
+      if (now.collection) collection = true
+      else if (now.ids) ids.push(...now.ids)
+    } else {
+      const r = await findAgain(query, options, hook)
+      if (r.ids && r.ids.length > 0) ids.push(...r.ids)
+      // The inserted document may no longer match the filter (a replacement
+      // or $set can move it out), and a concurrent insert may match instead:
+      // only a collection reconcile is sure to find it.
+      collection = true
+    }
+    await marker.mark(state.t, ids, { collection, hook, session: state.session })
   }
 
   // Mark again after a failure: part of an updateMany may be applied, and a timeout may hide a

@@ -122,7 +122,16 @@ function prepareFilter ({ model, query, filter, cap, forceFind = false }) {
  */
 async function resolveFilter (args) {
   const p = prepareFilter(args)
-  if (!p.castFilter) return p
+  return p.castFilter ? findPrepared(args, p) : p
+}
+
+/**
+ * The find half of resolveFilter, for a filter prepareFilter could not answer alone.
+ * @param {object} args  as resolveFilter's
+ * @param {{castFilter: object}} p  prepareFilter's answer
+ * @returns {Promise<Resolution>}
+ */
+async function findPrepared (args, p) {
   const r = await findIds(args.model, p.castFilter, {
     session: sessionFor(args.model, args.session),
     collation: args.collation,
@@ -132,4 +141,4 @@ async function resolveFilter (args) {
   return { ...r, found: true }
 }
 
-module.exports = { resolveFilter, prepareFilter, findIds, countExisting, sessionFor }
+module.exports = { resolveFilter, prepareFilter, findPrepared, findIds, countExisting, sessionFor }

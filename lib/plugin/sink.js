@@ -160,22 +160,44 @@ function makeMarker (sink) {
     // (Mongoose names the hooks before a write `pre:<op>`.)
     const intent = typeof hook === 'string' && hook.startsWith('pre:')
     if (collection) ops.push(intent ? { collection: t.collection, db, kind: 'collection', intent } : { collection: t.collection, db, kind: 'collection' })
-    const seen = new Set()
-    for (const id of ids) {
-      if (id === undefined || id === null) continue
-      const k = dedupeKey(id)
-      if (k !== null) {
-        if (seen.has(k)) continue
-        seen.add(k)
-      }
-      ops.push(intent ? { collection: t.collection, db, id, intent } : { collection: t.collection, db, id })
+    if (ids.length === 1) {
+      // The common case (one document): nothing to dedupe.
+      const id = ids[0]
+      if (id !== undefined && id !== null) ops.push(intent ? { collection: t.collection, db, id, intent } : { collection: t.collection, db, id })
+    } else {
+      pushDistinct(ops, ids, t.collection, db, intent)
     }
     if (ops.length === 0) return
     if (!intent && holdUntilTransactionEnds(session, () => emit(ops, hook, t.model))) return
     emit(ops, hook, t.model)
   }
 
-  return { cap, timeoutMs, report, target, mark, ready }
+  /**
+   * What a hook returns for a mark: nothing once it is done (the usual case: Mongoose then
+   * runs the write without waiting a tick), else a promise that never rejects.
+   * @param {void | Promise<unknown>} result  of `mark` (or any step of a hook)
+   * @returns {void | Promise<void>}
+   */
+  function hookResult (result, hook, model) {
+    if (!result || typeof result.then !== 'function') return undefined
+    return result.then(() => undefined, (err) => report(err, hook, model))
+  }
+
+  return { cap, timeoutMs, report, target, mark, ready, hookResult }
+}
+
+/** Appends one mark per distinct `_id` of `ids` (a hook may name a document twice). */
+function pushDistinct (ops, ids, collection, db, intent) {
+  const seen = new Set()
+  for (const id of ids) {
+    if (id === undefined || id === null) continue
+    const k = dedupeKey(id)
+    if (k !== null) {
+      if (seen.has(k)) continue
+      seen.add(k)
+    }
+    ops.push(intent ? { collection, db, id, intent } : { collection, db, id })
+  }
 }
 
 module.exports = { makeMarker, DEFAULT_QUERY_MARK_CAP }

@@ -76,6 +76,8 @@ pub struct Engine {
     ring: Option<crate::ring::CaptureRing>,
     /// Whether JS may write into `ring` (else it was only replayed).
     ring_shared: bool,
+    /// The thread that reads `ring` (capture::spawn_ring_reader), joined at close.
+    ring_reader: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Engine {
@@ -222,6 +224,7 @@ impl Engine {
             app,
             ring,
             ring_shared,
+            ring_reader: Mutex::new(None),
         });
         engine.take_from_ring(from_ring);
         // Journaled (or remembered as lost): the ring may move past them now.
@@ -235,7 +238,14 @@ impl Engine {
         }
         tasks.push(handle.spawn(Self::announce(engine.clone())));
         if engine.ring_shared {
-            tasks.push(handle.spawn(capture::ring_loop(Arc::downgrade(&engine))));
+            match capture::spawn_ring_reader(&engine) {
+                Some(reader) => {
+                    if let Ok(mut r) = engine.ring_reader.lock() {
+                        *r = Some(reader);
+                    }
+                }
+                None => tasks.push(handle.spawn(capture::ring_task(Arc::downgrade(&engine)))),
+            }
         }
         tasks.push(handle.spawn(crate::lost::requeue_loop(
             engine.lost.clone(),
@@ -515,6 +525,16 @@ impl Engine {
             let abort = t.abort_handle();
             if tokio::time::timeout_at(grace, t).await.is_err() {
                 abort.abort();
+            }
+        }
+        // The ring reader sees the shutdown within one interval.
+        let reader = self.ring_reader.lock().ok().and_then(|mut r| r.take());
+        if let Some(reader) = reader {
+            while !reader.is_finished() && tokio::time::Instant::now() < grace {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if reader.is_finished() {
+                let _ = reader.join();
             }
         }
         // The ring loop has stopped: take what JS wrote since the flush.
