@@ -54,7 +54,7 @@ function markBytes (encoded) {
 function params (smoke) {
   return smoke
     ? { seedDocs: 300, rounds: 3, nicedRounds: 2, perRound: { create: 30, save: 30, 'updateOne(_id)': 30, 'updateOne(key)': 10, 'updateMany(10)': 6 } }
-    : { seedDocs: 500, rounds: 10, nicedRounds: 6, perRound: { create: 100, save: 100, 'updateOne(_id)': 100, 'updateOne(key)': 30, 'updateMany(10)': 20 } }
+    : { seedDocs: 500, rounds: 30, nicedRounds: 18, perRound: { create: 34, save: 34, 'updateOne(_id)': 34, 'updateOne(key)': 10, 'updateMany(10)': 7 } }
 }
 
 async function run ({ smoke, pair, log }) {
