@@ -1,7 +1,7 @@
 'use strict'
 // capture: what the Mongoose plugin + engine add to the app's own writes.
 //
-// One process, two Mongoose instances on the same local server: "on" has the dualsync plugin
+// One process, one Mongoose connection and one collection, a model per mode: "on" has the dualsync plugin
 // (engine running, draining to Atlas), "off" has nothing. A third mode, "journal", is the
 // plugin with the drain paused: the pure capture cost (hooks + native enqueue + journal
 // write) without the drain competing for the same 2 cores and local server. A fourth,

@@ -527,9 +527,10 @@ impl Engine {
                 abort.abort();
             }
         }
-        // The ring reader sees the shutdown within one interval.
+        // The ring reader sees the shutdown once woken.
         let reader = self.ring_reader.lock().ok().and_then(|mut r| r.take());
         if let Some(reader) = reader {
+            reader.thread().unpark();
             while !reader.is_finished() && tokio::time::Instant::now() < grace {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }

@@ -73,7 +73,8 @@ pub(super) fn spawn_ring_reader(engine: &Arc<Engine>) -> Option<std::thread::Joi
             let _logs = tracing::dispatcher::set_default(&dispatch);
             let mut wait = RING_INTERVAL;
             loop {
-                std::thread::sleep(wait);
+                // Parked, not asleep: close unparks it to end without waiting out an idle wait.
+                std::thread::park_timeout(wait);
                 match read_ring_once(&weak) {
                     Some(found) => wait = next_interval(wait, found),
                     None => return,
