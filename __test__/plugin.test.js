@@ -161,6 +161,7 @@ function defineModels (m) {
     Order: m.model('Order', new Schema({ ref: String, lines: [Line], ship: Ship }, { timestamps: true })),
     Event: m.model('Event', new Schema({ name: String, n: Number }, { discriminatorKey: 'kind', collection: 'events' })),
     Many: m.model('Many', new Schema({ group: String, n: Number }), 'many'),
+    Heavy: m.model('Heavy', new Schema({ group: String, a: [Number] }), 'heavy'),
     Skipped: m.model('Skipped', new Schema({ name: String, n: Number }), EXCLUDED),
     StrId: m.model('StrId', new Schema({ _id: String, n: Number, g: String }), 'str_ids'),
     NumId: m.model('NumId', new Schema({ _id: Number, n: Number, g: String }), 'num_ids'),
@@ -644,13 +645,34 @@ describe.each(VERSIONS)('%s', (label, lib) => {
     const finds = o.commands.filter((c) => c.kind === 'find' && c.coll === 'many')
     expect(finds).toHaveLength(1)
     expect(finds[0].maxTimeMS).toBe(5000) // the default bound
-    // A lookup that cannot finish in 1 ms: an unindexed filter over many documents.
-    const slow = await makeEnv(lib, `${DB_PREFIX}_${tag}_slow`, { timeoutMs: 1 })
+    // A lookup that cannot finish inside its bound. The bound is 50 ms, not 1: DocumentDB's
+    // gateway applies maxTimeMS as the pooled postgres connection's statement_timeout and resets
+    // it with a statement that runs under that same bound, so under load a 1 ms bound can cancel
+    // the reset and leave 1 ms on the connection for the commands of every later test. The
+    // lookup is made slow instead: ten unindexed $elemMatch clauses (an $or, so none cuts the
+    // others short) over array documents, seeded (doubling) until one unbounded lookup takes ten
+    // bounds on this machine, now.
+    const BOUND_MS = 50
+    const slow = await makeEnv(lib, `${DB_PREFIX}_${tag}_slow`, { timeoutMs: BOUND_MS })
     try {
-      const coll = plain.db(slow.db).collection('many')
+      const coll = plain.db(slow.db).collection('heavy')
+      const filter = { $or: Array.from({ length: 10 }, (_, i) => ({ a: { $elemMatch: { $gt: 1000 + i, $lt: 2000 } } })) }
       await coll.deleteMany({})
-      for (let i = 0; i < 6; i++) await coll.insertMany(Array.from({ length: 5000 }, (_, k) => ({ group: 'big', n: i * 5000 + k })))
-      o = await observe(slow, 'many', () => slow.models.Many.updateMany({ group: 'big', n: { $gte: 29_999 } }, { $inc: { n: 1 } }))
+      await coll.insertOne({ group: 'target', a: [1500] })
+      const filler = Array.from({ length: 50 }, (_, j) => j)
+      let seeded = 0
+      let lookupMs = 0
+      while (lookupMs < 10 * BOUND_MS && seeded < 1_000_000) {
+        for (let left = Math.max(1000, seeded); left > 0; left -= 5000) {
+          await coll.insertMany(Array.from({ length: Math.min(5000, left) }, () => ({ group: 'filler', a: filler })))
+        }
+        seeded = await coll.countDocuments({ group: 'filler' })
+        const t0 = process.hrtime.bigint()
+        await coll.find(filter, { projection: { _id: 1 } }).toArray()
+        lookupMs = Number(process.hrtime.bigint() - t0) / 1e6
+      }
+      o = await observe(slow, 'heavy', () => slow.models.Heavy.updateMany(filter, { $set: { group: 'hit' } }))
+      expect(o.commands.find((c) => c.kind === 'find').maxTimeMS).toBe(BOUND_MS)
       expect(o.errors.map((e) => e.err.message)).toEqual([]) // a timeout is not a capture failure
       expect(o.result.modifiedCount).toBe(1) // the app's write went through
       expect(o.preCollection).toBe(true)
