@@ -69,9 +69,13 @@ const FORMAT_VERSION: u8 = 1;
 
 /// Builds the `{ _id: value }` identity document.
 pub fn id_doc(value: Bson) -> Result<RawDocumentBuf, MarkError> {
-    let doc = bson::doc! { "_id": value };
-    RawDocumentBuf::from_document(&doc)
-        .map_err(|e| MarkError::Invalid(format!("id cannot be encoded as BSON: {e}")))
+    // Straight to raw bytes: through a `Document` it cost an IndexMap and a serde pass per
+    // mark (a fifth of the ring reader's CPU); the bytes are the same.
+    let raw = bson::RawBson::try_from(value)
+        .map_err(|e| MarkError::Invalid(format!("id cannot be encoded as BSON: {e}")))?;
+    let mut doc = RawDocumentBuf::new();
+    doc.append("_id", raw);
+    Ok(doc)
 }
 
 /// Extracts the `_id` value of an identity document.
@@ -215,6 +219,34 @@ mod tests {
             let (kind, t, ns2, id2) = decode(&buf).unwrap();
             assert_eq!((kind, t, &ns2), (MarkKind::Document, 42, &ns));
             assert_eq!(id_value(&id2), Some(v));
+        }
+    }
+
+    #[test]
+    fn id_doc_writes_the_bytes_a_document_would() {
+        // Journals written before id_doc went straight to raw bytes must still name the same keys.
+        for v in [
+            Bson::ObjectId(ObjectId::new()),
+            Bson::String("caf\u{e9}".into()),
+            Bson::Int32(-7),
+            Bson::Int64(1 << 40),
+            Bson::Double(-0.0),
+            Bson::Decimal128("12.50".parse().unwrap()),
+            Bson::DateTime(bson::DateTime::from_millis(1_700_000_000_000)),
+            Bson::Binary(bson::Binary {
+                subtype: bson::spec::BinarySubtype::Uuid,
+                bytes: vec![7; 16],
+            }),
+            Bson::Document(bson::doc! { "store": 3, "day": "2026-12-03" }),
+            Bson::Array(vec![Bson::Int32(1), Bson::String("a".into())]),
+        ] {
+            let via_document =
+                RawDocumentBuf::from_document(&bson::doc! { "_id": v.clone() }).unwrap();
+            assert_eq!(
+                id_doc(v.clone()).unwrap().as_bytes(),
+                via_document.as_bytes(),
+                "{v:?}"
+            );
         }
     }
 
