@@ -18,8 +18,8 @@ use std::time::Duration;
 const RING_INTERVAL: Duration = Duration::from_millis(20);
 /// The longest wait between reads of an idle ring: each read that finds
 /// nothing doubles the wait up to this (a wake-up costs ~25 µs of CPU on a
-/// small VM: 200 a second are 0.5 % of a core for nothing), and the first
-/// read that finds marks goes back to [`RING_INTERVAL`].
+/// small VM, spent for nothing while the app is idle), and the first read
+/// that finds marks goes back to [`RING_INTERVAL`].
 const RING_IDLE_INTERVAL: Duration = Duration::from_millis(40);
 
 /// The wait before the next read, after one that found marks or not.
@@ -63,7 +63,7 @@ pub(super) fn open_ring(cfg: &EngineConfig) -> (Option<CaptureRing>, Taken, bool
 /// Reads the ring every [`RING_INTERVAL`] (idle: up to [`RING_IDLE_INTERVAL`]) on a thread of its own until the
 /// engine closes or is dropped. A plain thread, not a runtime task: the
 /// runtime turns its IO, signal and timer drivers at every wake-up, which
-/// measured ~5× a thread's sleep, and this wakes 200 times a second beside
+/// measured ~5× a thread's sleep, and this wakes 50 times a second beside
 /// the app's own writes. None when no thread can be started: the runtime
 /// then reads the ring instead ([`ring_task`]).
 pub(super) fn spawn_ring_reader(engine: &Arc<Engine>) -> Option<std::thread::JoinHandle<()>> {
