@@ -120,12 +120,15 @@ impl DeadLetterStore {
         };
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(entries).map_err(|e| err(e.into()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&bytes).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)?;
-        sync_dir(path);
-        Ok(())
+        // A lane calls this: the fsyncs go off the runtime (blocking.rs).
+        crate::blocking::off_runtime(|| {
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&bytes).map_err(err)?;
+            f.sync_all().map_err(err)?;
+            std::fs::rename(&tmp, path).map_err(err)?;
+            sync_dir(path);
+            Ok(())
+        })
     }
 
     /// Records a permanent failure (replacing an older entry for the same document).

@@ -3,6 +3,7 @@
 
 pub mod apply;
 mod apply_verify;
+pub mod blocking;
 pub mod capabilities;
 pub mod classify;
 pub mod clients;

@@ -2,6 +2,7 @@
 //! collection scans that collection marks start.
 
 use super::{lock, CollectionScanner, DocKey, ScanSlot, WaitingScan, Worker};
+use crate::blocking::off_runtime;
 use crate::classify::Backoff;
 use crate::mark::{Mark, MarkKind, Namespace};
 use std::collections::hash_map::Entry;
@@ -61,7 +62,8 @@ impl Worker {
                 changed
             });
             if checkpoint > acked && last_ack.elapsed() >= Duration::from_millis(200) {
-                match self.queue.journal().ack_before(checkpoint) {
+                // Both write-and-fsync the disk: off the runtime (blocking.rs).
+                match off_runtime(|| self.queue.journal().ack_before(checkpoint)) {
                     Ok(()) => acked = checkpoint,
                     Err(e) => tracing::error!("writing the journal checkpoint failed: {e}"),
                 }
@@ -70,7 +72,7 @@ impl Worker {
             if !self.settings.fsync_interval.is_zero()
                 && last_sync.elapsed() >= self.settings.fsync_interval
             {
-                if let Err(e) = self.queue.journal().sync() {
+                if let Err(e) = off_runtime(|| self.queue.journal().sync()) {
                     tracing::error!("journal fsync failed: {e}");
                 }
                 last_sync = Instant::now();
@@ -98,10 +100,10 @@ impl Worker {
         }
         // Final checkpoint so a clean restart replays as little as possible.
         let checkpoint = *self.done_before.borrow();
-        if let Err(e) = self.queue.journal().ack_before(checkpoint) {
+        if let Err(e) = off_runtime(|| self.queue.journal().ack_before(checkpoint)) {
             tracing::error!("writing the final journal checkpoint failed: {e}");
         }
-        if let Err(e) = self.queue.journal().sync() {
+        if let Err(e) = off_runtime(|| self.queue.journal().sync()) {
             tracing::error!("final journal fsync failed: {e}");
         }
     }
