@@ -62,12 +62,21 @@ function bulkWriteHooks (marker) {
     return { result, ids, collection, problem }
   }
 
+  /** decide(), once per outcome: the check and the finisher usually see the same one. */
+  function decideOnce (state, res, err) {
+    const last = state.decided
+    if (last && last.res === res && last.err === err) return last.d
+    const d = decide(state, res, err)
+    state.decided = { res, err, d }
+    return d
+  }
+
   /** Post/error middleware, awaited by the app's call: what its single-document ops took. */
   async function check (state, res, err) {
     if (state.singles.length === 0) return
     const hook = err ? 'error:bulkWrite' : 'post:bulkWrite'
     try {
-      const d = decide(state, res, err)
+      const d = decideOnce(state, res, err)
       if (d.collection) return // reconciled anyway
       state.checked = await checkSingles(marker, state, d.result, hook)
     } catch (e) {
@@ -79,7 +88,7 @@ function bulkWriteHooks (marker) {
   function finish (state, res, err) {
     const hook = err ? 'error:bulkWrite' : 'post:bulkWrite'
     try {
-      const d = decide(state, res, err)
+      const d = decideOnce(state, res, err)
       if (d.problem) marker.report(d.problem, hook, state.t.model)
       let collection = d.collection
       if (!collection && state.singles.length > 0) {
@@ -187,7 +196,8 @@ function bulkWriteHooks (marker) {
       // matched: found documents the filtered ops are sure to touch (state.ids also holds inserts')
       // session: the write's, so post marks inside a transaction wait for its end (txn.js)
       // singles / deleteFound: for the post-write check of single-document ops (bulkcheck.js)
-      const state = { t, ids: [], matched: 0, collection: false, upserts: false, castFailed: false, session: sessionFor(model, options.session), singles: [], deleteFound: [] }
+      // decided: the outcome read by the check, kept for the finisher
+      const state = { t, ids: [], matched: 0, collection: false, upserts: false, castFailed: false, session: sessionFor(model, options.session), singles: [], deleteFound: [], decided: null }
       const call = currentCall()
       if (call) {
         call.checks.push((res, err) => check(state, res, err))

@@ -167,46 +167,54 @@ function queryHooks (marker, key) {
 
   /**
    * The after-write check a single-document write by a non-`_id` filter needs (one per op, so
-   * at most one applies), or null.
+   * at most one applies), or null. A check adds the `_id`s it finds to `ids` and resolves to
+   * whether the collection must be reconciled instead.
+   * @returns {null | ((query: object, state: object, options: object, ids: any[], hook: string) => Promise<boolean>)}
    */
   function afterCheck (query, state, op, options, res, found) {
     const tookOne = state.found && state.ids.length > 0 && res && typeof res === 'object' && touchedCount(res) === 1
-    // A deleteOne by a non-`_id` filter deleted one document while every document its find
-    // named is still there: it took one that came to match in between, unmarked.
-    if (op === 'deleteOne' && tookOne) return 'deleted'
-    // An updateOne/replaceOne by a non-`_id` filter may have taken a document that came to
-    // match in between (the found one having stopped matching): what matches now is marked
-    // too. A newcomer the write moved out of the filter stays a known limit.
-    if (SINGLE_UPDATES.has(op) && tookOne) return 'matchesNow'
-    // findOneAndUpdate/Replace with upsert returning the old document (null: it inserted one)
-    // does not say which `_id` it inserted: look it up by the filter.
-    // When the filter names one `_id` by equality, the upsert inserted exactly that one (marked).
+    if (op === 'deleteOne' && tookOne) return deletedAnother
+    if (SINGLE_UPDATES.has(op) && tookOne) return addWhatMatchesNow
     if (UPSERTING.has(op) && FIND_AND_MODIFY.has(op) && options.upsert && !found.known &&
-      !namesOneId(query.getFilter())) return 'upserted'
+      !namesOneId(query.getFilter())) return addTheUpserted
     return null
   }
 
-  async function checkThenMark (query, state, check, options, ids, hook) {
-    let collection = false
-    if (check === 'deleted') {
-      try {
-        if (await allStillExist(query.model, state.ids, options.session, marker.timeoutMs)) collection = true
-      } catch (err) {
-        marker.report(err, hook, query.model)
-        collection = true
-      }
-    } else if (check === 'matchesNow') {
-      const now = await findAgain(query, options, hook)
-      if (now.collection) collection = true
-      else if (now.ids) ids.push(...now.ids)
-    } else {
-      const r = await findAgain(query, options, hook)
-      if (r.ids && r.ids.length > 0) ids.push(...r.ids)
-      // The inserted document may no longer match the filter (a replacement
-      // or $set can move it out), and a concurrent insert may match instead:
-      // only a collection reconcile is sure to find it.
-      collection = true
+  // A deleteOne by a non-`_id` filter deleted one document while every document its find
+  // named is still there: it took one that came to match in between, unmarked.
+  async function deletedAnother (query, state, options, ids, hook) {
+    try {
+      return await allStillExist(query.model, state.ids, options.session, marker.timeoutMs)
+    } catch (err) {
+      marker.report(err, hook, query.model)
+      return true
     }
+  }
+
+  // An updateOne/replaceOne by a non-`_id` filter may have taken a document that came to
+  // match in between (the found one having stopped matching): what matches now is marked
+  // too. A newcomer the write moved out of the filter stays a known limit.
+  async function addWhatMatchesNow (query, state, options, ids, hook) {
+    const now = await findAgain(query, options, hook)
+    if (now.collection) return true
+    if (now.ids) ids.push(...now.ids)
+    return false
+  }
+
+  // findOneAndUpdate/Replace with upsert returning the old document (null: it inserted one)
+  // does not say which `_id` it inserted: look it up by the filter. (When the filter names one
+  // `_id` by equality, the upsert inserted exactly that one, already marked: no check.)
+  async function addTheUpserted (query, state, options, ids, hook) {
+    const r = await findAgain(query, options, hook)
+    if (r.ids && r.ids.length > 0) ids.push(...r.ids)
+    // The inserted document may no longer match the filter (a replacement
+    // or $set can move it out), and a concurrent insert may match instead:
+    // only a collection reconcile is sure to find it.
+    return true
+  }
+
+  async function checkThenMark (query, state, check, options, ids, hook) {
+    const collection = await check(query, state, options, ids, hook)
     await marker.mark(state.t, ids, { collection, hook, session: state.session })
   }
 

@@ -163,7 +163,7 @@ function makeMarker (sink) {
     if (ids.length === 1) {
       // The common case (one document): nothing to dedupe.
       const id = ids[0]
-      if (id !== undefined && id !== null) ops.push(intent ? { collection: t.collection, db, id, intent } : { collection: t.collection, db, id })
+      if (id !== undefined && id !== null) ops.push(docOp(t.collection, db, id, intent))
     } else {
       pushDistinct(ops, ids, t.collection, db, intent)
     }
@@ -196,8 +196,13 @@ function pushDistinct (ops, ids, collection, db, intent) {
       if (seen.has(k)) continue
       seen.add(k)
     }
-    ops.push(intent ? { collection, db, id, intent } : { collection, db, id })
+    ops.push(docOp(collection, db, id, intent))
   }
+}
+
+/** One document's mark; `intent` is present only when true (the sink's contract: `intent: true` or absent). */
+function docOp (collection, db, id, intent) {
+  return intent ? { collection, db, id, intent } : { collection, db, id }
 }
 
 module.exports = { makeMarker, DEFAULT_QUERY_MARK_CAP }

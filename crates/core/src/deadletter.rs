@@ -1,12 +1,15 @@
 //! Persisted store of documents Atlas refused permanently. Small by nature
 //! (each entry is a bug or a data problem to look at), so it lives in memory
-//! and is rewritten atomically on every change.
+//! and is rewritten atomically on every change. The rewrite (an fsync, slow on
+//! some disks) runs outside the entries' lock, so a lane resolving a document
+//! never waits on another lane's write.
 
 use crate::mark::{id_doc, id_value, Namespace};
 use bson::{Bson, RawDocumentBuf};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// One dead letter, as stored and as listed to users.
@@ -63,6 +66,17 @@ pub struct StoreError {
 pub struct DeadLetterStore {
     path: Option<PathBuf>,
     entries: Mutex<Vec<DeadLetter>>,
+    /// Changes made so far: a change's number orders its snapshot among the others'.
+    changes: AtomicU64,
+    /// The number of the change the file holds. Held while writing, so
+    /// snapshots reach the file one at a time and never an older over a newer.
+    written: Mutex<u64>,
+}
+
+/// The entries after one change, to write.
+struct Snapshot {
+    change: u64,
+    bytes: Vec<u8>,
 }
 
 fn now_iso() -> String {
@@ -103,6 +117,8 @@ impl DeadLetterStore {
         Ok(Self {
             path,
             entries: Mutex::new(entries),
+            changes: AtomicU64::new(0),
+            written: Mutex::new(0),
         })
     }
 
@@ -110,23 +126,47 @@ impl DeadLetterStore {
         crate::poison::lock(&self.entries)
     }
 
-    fn persist(&self, entries: &[DeadLetter]) -> Result<(), StoreError> {
-        let Some(path) = &self.path else {
+    fn err(&self, source: std::io::Error) -> StoreError {
+        StoreError {
+            path: self
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            source,
+        }
+    }
+
+    /// The entries as they are after a change, numbered; call with the
+    /// entries locked (the numbers follow the changes' order). None in memory.
+    fn snapshot(&self, entries: &[DeadLetter]) -> Result<Option<Snapshot>, StoreError> {
+        if self.path.is_none() {
+            return Ok(None);
+        }
+        let bytes = serde_json::to_vec_pretty(entries).map_err(|e| self.err(e.into()))?;
+        let change = self.changes.fetch_add(1, Relaxed) + 1;
+        Ok(Some(Snapshot { change, bytes }))
+    }
+
+    /// Writes a snapshot, with the entries unlocked. Done at once when the
+    /// file already holds a later one (which includes this change).
+    fn write(&self, snapshot: Option<Snapshot>) -> Result<(), StoreError> {
+        let (Some(path), Some(snap)) = (&self.path, snapshot) else {
             return Ok(());
         };
-        let err = |source| StoreError {
-            path: path.display().to_string(),
-            source,
-        };
         let tmp = path.with_extension("tmp");
-        let bytes = serde_json::to_vec_pretty(entries).map_err(|e| err(e.into()))?;
-        // A lane calls this: the fsyncs go off the runtime (blocking.rs).
+        // A lane calls this: the wait for the file and its fsyncs go off the runtime (blocking.rs).
         crate::blocking::off_runtime(|| {
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
-            f.write_all(&bytes).map_err(err)?;
-            f.sync_all().map_err(err)?;
-            std::fs::rename(&tmp, path).map_err(err)?;
+            let mut written = crate::poison::lock(&self.written);
+            if *written >= snap.change {
+                return Ok(());
+            }
+            let mut f = std::fs::File::create(&tmp).map_err(|e| self.err(e))?;
+            f.write_all(&snap.bytes).map_err(|e| self.err(e))?;
+            f.sync_all().map_err(|e| self.err(e))?;
+            std::fs::rename(&tmp, path).map_err(|e| self.err(e))?;
             sync_dir(path);
+            *written = snap.change;
             Ok(())
         })
     }
@@ -161,7 +201,9 @@ impl DeadLetterStore {
         } else {
             entries.push(entry);
         }
-        self.persist(&entries)
+        let snap = self.snapshot(&entries)?;
+        drop(entries);
+        self.write(snap)
     }
 
     /// Drops the entry of a document that has since been applied successfully.
@@ -178,7 +220,9 @@ impl DeadLetterStore {
         if entries.len() == before {
             return Ok(false);
         }
-        self.persist(&entries)?;
+        let snap = self.snapshot(&entries)?;
+        drop(entries);
+        self.write(snap)?;
         Ok(true)
     }
 
@@ -204,17 +248,24 @@ impl DeadLetterStore {
         let mut entries = self.lock();
         let (taken, kept): (Vec<_>, Vec<_>) = entries.drain(..).partition(|d| filter.matches(d));
         *entries = kept;
-        if let Err(e) = self.persist(&entries) {
-            entries.extend(taken);
-            return Err(e);
+        let snap = self.snapshot(&entries);
+        drop(entries);
+        match snap.and_then(|s| self.write(s)) {
+            Ok(()) => Ok(taken),
+            Err(e) => {
+                // Not taken after all: back in memory, and in the file once it can be written.
+                let _ = self.restore(taken);
+                Err(e)
+            }
         }
-        Ok(taken)
     }
 
     pub fn restore(&self, back: Vec<DeadLetter>) -> Result<(), StoreError> {
         let mut entries = self.lock();
         entries.extend(back);
-        self.persist(&entries)
+        let snap = self.snapshot(&entries)?;
+        drop(entries);
+        self.write(snap)
     }
 }
 
@@ -273,5 +324,72 @@ mod tests {
             .filter_map(|e| e.ok())
             .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
         assert!(aside);
+    }
+
+    fn bill(n: i32) -> RawDocumentBuf {
+        id_doc(Bson::Int32(n)).unwrap()
+    }
+
+    fn shop() -> Namespace {
+        Namespace {
+            db: "shop".into(),
+            coll: "bills".into(),
+        }
+    }
+
+    #[test]
+    fn a_write_in_progress_leaves_the_entries_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.json");
+        let s = std::sync::Arc::new(DeadLetterStore::open(Some(path.clone())).unwrap());
+        // Another write holds the file (as a slow fsync would): this add waits for it...
+        let busy = crate::poison::lock(&s.written);
+        let adder = {
+            let s = s.clone();
+            std::thread::spawn(move || s.add(&shop(), &bill(1), Some(121), "validation", 5))
+        };
+        // ...while the entry is already listed and resolvable lookups do not wait.
+        while s.is_empty() {
+            std::thread::yield_now();
+        }
+        assert_eq!(s.list(&DeadLetterFilter::default()).len(), 1);
+        assert!(!s.resolve(&shop(), &bill(2)).unwrap());
+        drop(busy);
+        adder.join().unwrap().unwrap();
+        assert_eq!(DeadLetterStore::open(Some(path)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn concurrent_changes_all_reach_the_file() {
+        // Rounds: the order the writers reach the file in differs from run to run.
+        for _ in 0..10 {
+            concurrent_round();
+        }
+    }
+
+    fn concurrent_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.json");
+        let s = std::sync::Arc::new(DeadLetterStore::open(Some(path.clone())).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for n in 0..10 {
+                        s.add(&shop(), &bill(t * 100 + n), None, "refused", 1)
+                            .unwrap();
+                    }
+                    // Half go again: a resolve's snapshot must not be overtaken by an older add's.
+                    for n in 0..5 {
+                        assert!(s.resolve(&shop(), &bill(t * 100 + n)).unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.len(), 40);
+        assert_eq!(DeadLetterStore::open(Some(path)).unwrap().len(), 40);
     }
 }

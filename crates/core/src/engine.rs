@@ -77,7 +77,7 @@ pub struct Engine {
     /// Whether JS may write into `ring` (else it was only replayed).
     ring_shared: bool,
     /// The thread that reads `ring` (capture::spawn_ring_reader), joined at close.
-    ring_reader: Mutex<Option<std::thread::JoinHandle<()>>>,
+    ring_reader: Mutex<Option<capture::RingReader>>,
 }
 
 impl Engine {
@@ -534,13 +534,7 @@ impl Engine {
         // The ring reader sees the shutdown once woken.
         let reader = self.ring_reader.lock().ok().and_then(|mut r| r.take());
         if let Some(reader) = reader {
-            reader.thread().unpark();
-            while !reader.is_finished() && tokio::time::Instant::now() < grace {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            if reader.is_finished() {
-                let _ = reader.join();
-            }
+            reader.stop(grace).await;
         }
         // The ring loop has stopped: take what JS wrote since the flush.
         self.ingest_ring();

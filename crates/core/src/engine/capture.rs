@@ -60,31 +60,53 @@ pub(super) fn open_ring(cfg: &EngineConfig) -> (Option<CaptureRing>, Taken, bool
     }
 }
 
+/// The ring's reader thread, and a signal that it has returned.
+pub(super) struct RingReader {
+    handle: std::thread::JoinHandle<()>,
+    /// Resolves (with an error: its sender is dropped) once the thread's loop
+    /// has returned, so close can wait for it with a bound: std has no timed join.
+    finished: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl RingReader {
+    /// Wakes the reader so it sees the shutdown, and joins it if it ends
+    /// before `grace`; else leaves it (it holds only a weak engine reference).
+    pub(super) async fn stop(self, grace: tokio::time::Instant) {
+        self.handle.thread().unpark();
+        if tokio::time::timeout_at(grace, self.finished).await.is_ok() {
+            let _ = self.handle.join();
+        }
+    }
+}
+
 /// Reads the ring every [`RING_INTERVAL`] (idle: up to [`RING_IDLE_INTERVAL`]) on a thread of its own until the
 /// engine closes or is dropped. A plain thread, not a runtime task: the
 /// runtime turns its IO, signal and timer drivers at every wake-up, which
 /// measured ~5× a thread's sleep, and this wakes 50 times a second beside
 /// the app's own writes. None when no thread can be started: the runtime
 /// then reads the ring instead ([`ring_task`]).
-pub(super) fn spawn_ring_reader(engine: &Arc<Engine>) -> Option<std::thread::JoinHandle<()>> {
+pub(super) fn spawn_ring_reader(engine: &Arc<Engine>) -> Option<RingReader> {
     let weak = Arc::downgrade(engine);
     let dispatch = engine.dispatch.clone();
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("dualsync-ring".into())
         .spawn(move || {
+            // Declared first, dropped last: close's wait ends after everything else here.
+            let _done = done;
             let _logs = tracing::dispatcher::set_default(&dispatch);
             let mut wait = RING_INTERVAL;
             loop {
                 // Parked, not asleep: close unparks it to end without waiting out an idle wait.
                 std::thread::park_timeout(wait);
-                match read_ring_once(&weak) {
-                    Some(found) => wait = next_interval(wait, found),
+                match read_ring_once(&weak, wait) {
+                    Some(next) => wait = next,
                     None => return,
                 }
             }
         });
     match spawned {
-        Ok(h) => Some(h),
+        Ok(handle) => Some(RingReader { handle, finished }),
         Err(e) => {
             tracing::warn!("capture ring: no thread for it ({e}); the sync runtime reads it");
             None
@@ -97,21 +119,21 @@ pub(super) async fn ring_task(engine: Weak<Engine>) {
     let mut wait = RING_INTERVAL;
     loop {
         tokio::time::sleep(wait).await;
-        match read_ring_once(&engine) {
-            Some(found) => wait = next_interval(wait, found),
+        match read_ring_once(&engine, wait) {
+            Some(next) => wait = next,
             None => return,
         }
     }
 }
 
-/// One read of the ring: whether it found marks; None once the engine is
-/// closing or gone.
-fn read_ring_once(engine: &Weak<Engine>) -> Option<bool> {
+/// One read of the ring after waiting `waited`: the wait before the next
+/// read; None once the engine is closing or gone.
+fn read_ring_once(engine: &Weak<Engine>, waited: Duration) -> Option<Duration> {
     let e = engine.upgrade()?;
     if e.worker.shutdown.load(Acquire) {
         return None;
     }
-    Some(e.ingest_ring())
+    Some(next_interval(waited, e.ingest_ring()))
 }
 
 impl Engine {
@@ -208,5 +230,53 @@ mod tests {
         assert!(RING_INTERVAL < RING_IDLE_INTERVAL);
         assert_eq!(waits, [40, 40, 40, 40, 40, 40]);
         assert_eq!(next_interval(RING_IDLE_INTERVAL, true), RING_INTERVAL);
+    }
+
+    /// A reader made like spawn_ring_reader's: it returns when unparked and
+    /// `stop` is set, or, when `hang` is set, only once `release` is sent.
+    fn reader(
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        hang: Option<std::sync::mpsc::Receiver<()>>,
+        ended: Arc<std::sync::atomic::AtomicBool>,
+    ) -> RingReader {
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            let _done = done;
+            match hang {
+                Some(release) => {
+                    let _ = release.recv();
+                }
+                None => {
+                    while !stop.load(Acquire) {
+                        std::thread::park();
+                    }
+                }
+            }
+            ended.store(true, Release);
+        });
+        RingReader { handle, finished }
+    }
+
+    #[test]
+    fn close_joins_a_reader_that_ends_and_leaves_one_that_hangs() {
+        use std::sync::atomic::AtomicBool;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        // Ends once woken: stop returns after it has (the join saw it end).
+        let stop = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
+        let r = reader(stop.clone(), None, ended.clone());
+        stop.store(true, Release);
+        rt.block_on(r.stop(tokio::time::Instant::now() + Duration::from_secs(30)));
+        assert!(ended.load(Acquire), "stop returned before the reader ended");
+        // Never ends by itself: stop gives up at the grace, and the thread is left running.
+        let (release, hang) = std::sync::mpsc::channel();
+        let ended = Arc::new(AtomicBool::new(false));
+        let r = reader(Arc::new(AtomicBool::new(false)), Some(hang), ended.clone());
+        rt.block_on(r.stop(tokio::time::Instant::now() + Duration::from_millis(50)));
+        assert!(!ended.load(Acquire), "the hanging reader was not left");
+        let _ = release.send(());
     }
 }
