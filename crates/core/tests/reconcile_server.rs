@@ -5,8 +5,8 @@
 use bson::oid::ObjectId;
 use bson::{doc, Bson, Document, RawDocumentBuf};
 use dualsync_core::reconcile::{
-    list_sync_collections, scan_collection, spawn_job, Diff, JobOptions, RepairFn, ScanOptions,
-    ScanProgress, OWN_PREFIX,
+    list_sync_collections, scan_collection, spawn_job, Diff, JobOptions, JobSnapshot, RepairFn,
+    ScanOptions, ScanProgress, OWN_PREFIX,
 };
 use dualsync_core::scope::ScopeRules;
 use mongodb::{Client, Collection, Database};
@@ -294,6 +294,27 @@ fn opts(dry_run: bool, collections: Option<Vec<String>>) -> JobOptions {
     }
 }
 
+/// Runs a job over the pair (no scope) to its end; its repairs go to `repair`.
+async fn run_job(
+    pair: &Pair,
+    excluded: &[String],
+    options: JobOptions,
+    repair: RepairFn,
+) -> JobSnapshot {
+    let rt = tokio::runtime::Handle::current();
+    spawn_job(
+        &rt,
+        pair.local.clone(),
+        pair.atlas.clone(),
+        excluded.to_vec(),
+        Arc::new(ScopeRules::default()),
+        options,
+        repair,
+    )
+    .wait()
+    .await
+}
+
 #[tokio::test]
 async fn jobs_verify_or_repair_the_synced_collections() {
     let pair = Pair::new().await;
@@ -305,20 +326,10 @@ async fn jobs_verify_or_repair_the_synced_collections() {
             .unwrap(),
         vec!["a", "b"]
     );
-    let rt = tokio::runtime::Handle::current();
 
     // Verify: reports, repairs nothing.
     let (seen, repair) = recorder();
-    let job = spawn_job(
-        &rt,
-        pair.local.clone(),
-        pair.atlas.clone(),
-        excluded.clone(),
-        Arc::new(ScopeRules::default()),
-        opts(true, None),
-        repair,
-    );
-    let snap = job.wait().await;
+    let snap = run_job(&pair, &excluded, opts(true, None), repair).await;
     assert_eq!(
         (snap.kind.as_str(), snap.state.as_str()),
         ("verify", "done"),
@@ -339,16 +350,7 @@ async fn jobs_verify_or_repair_the_synced_collections() {
 
     // Full sync: the same difference goes to `repair`, once.
     let (seen, repair) = recorder();
-    let job = spawn_job(
-        &rt,
-        pair.local.clone(),
-        pair.atlas.clone(),
-        excluded.clone(),
-        Arc::new(ScopeRules::default()),
-        opts(false, None),
-        repair,
-    );
-    let snap = job.wait().await;
+    let snap = run_job(&pair, &excluded, opts(false, None), repair).await;
     assert_eq!(
         (snap.kind.as_str(), snap.state.as_str()),
         ("fullSync", "done"),
@@ -360,33 +362,13 @@ async fn jobs_verify_or_repair_the_synced_collections() {
     // An explicit list limits the job; unknown or excluded names fail it.
     let (_, repair) = recorder();
     let only_b = opts(true, Some(vec!["b".into()]));
-    let snap = spawn_job(
-        &rt,
-        pair.local.clone(),
-        pair.atlas.clone(),
-        excluded.clone(),
-        Arc::new(ScopeRules::default()),
-        only_b,
-        repair.clone(),
-    )
-    .wait()
-    .await;
+    let snap = run_job(&pair, &excluded, only_b, repair.clone()).await;
     assert_eq!(
         (snap.state.as_str(), snap.reports.len(), snap.differences),
         ("done", 1, 0)
     );
     let bad = opts(true, Some(vec!["b".into(), "skipme".into(), "nope".into()]));
-    let snap = spawn_job(
-        &rt,
-        pair.local.clone(),
-        pair.atlas.clone(),
-        excluded,
-        Arc::new(ScopeRules::default()),
-        bad,
-        repair,
-    )
-    .wait()
-    .await;
+    let snap = run_job(&pair, &excluded, bad, repair).await;
     assert_eq!(snap.state, "failed");
     let err = snap.error.unwrap();
     assert!(
