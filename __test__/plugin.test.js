@@ -583,6 +583,13 @@ describe.each(VERSIONS)('%s', (label, lib) => {
     expectCovered(env, o)
     expect(o.finds).toBe(0)
     expect(o.marks.every((e) => e.op.id._bsontype === 'ObjectId')).toBe(true) // cast from the string
+    // ObjectIds are kept as they are (no cast), and a mix with a hex string is cast as a whole
+    const other = await Item.create({ name: 'oid 2' })
+    const mixed = await observe(env, 'items', () => Item.updateMany({ _id: { $in: [item._id, String(other._id)] } }, { $set: { n: 2 } }))
+    expectCovered(env, mixed)
+    expect(mixed.finds).toBe(0)
+    expect(mixed.marks.every((e) => e.op.id._bsontype === 'ObjectId')).toBe(true)
+    expect(new Set(mixed.marks.map((e) => e.op.id.toHexString()))).toEqual(new Set([item._id.toHexString(), other._id.toHexString()]))
   })
 
   it('a filter that does not cast: the app write fails as usual, nothing is marked or reported', async () => {

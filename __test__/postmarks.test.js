@@ -1,5 +1,6 @@
 // Post-write marks wait in memory and ride with the next intent's native call
-// (lib/postmarks.js): one call per write instead of two. What must still hold: a post mark
+// (lib/postmarks.js): one call per write instead of two; with the capture ring on, every mark
+// goes into the ring as its hook runs and nothing waits. What must still hold: a post mark
 // with no write after it is still sent (its held intent is released without waiting for the
 // engine's intent timeout), post marks go before the intent that carries them, a mark the
 // engine refuses is lost alone and reported with its own hook, and flush() / metrics() /
@@ -43,8 +44,33 @@ function recordCalls (sync) {
 }
 
 describe('post-write marks', () => {
-  it('go with the next write\'s intent, before it: one native call per sequential write', async () => {
+  it('with the ring on, go into the ring as their hook runs: no native call, nothing waits', async () => {
     const { sync } = await openTestSync(servers, dbName, { dirPrefix: 'dualsync-posts-' })
+    try {
+      expect(sync._ring).not.toBe(null)
+      const schema = new mongoose.Schema({ n: Number })
+      schema.plugin(sync.plugin)
+      const Ringed = conn.model('PostRinged', schema, 'post_ringed')
+      await Ringed.create({ n: 0 }) // the namespace's first marks go by call: the ring learns it
+      expect(await sync.flush({ timeoutMs: 60000 })).toBe(true)
+      const calls = recordCalls(sync)
+      const before = sync._ring.written
+      for (let n = 1; n <= 20; n++) {
+        await Ringed.create({ n })
+        expect(sync._posts.size).toBe(0) // the post mark did not wait for a later send
+      }
+      expect(calls).toEqual([]) // no mark went through a send (a native call or a deferred ring write)
+      expect(sync._ring.written - before).toBe(40) // each write's intent and post mark
+      expect(await sync.flush({ timeoutMs: 60000 })).toBe(true)
+      const local = await conn.db.collection('post_ringed').countDocuments()
+      expect(await atlas.db(dbName).collection('post_ringed').countDocuments()).toBe(local)
+    } finally {
+      await sync.close({ drainTimeoutMs: 0 })
+    }
+  })
+
+  it('with the ring off, go with the next write\'s intent, before it: one native call per sequential write', async () => {
+    const { sync } = await openTestSync(servers, dbName, { dirPrefix: 'dualsync-posts-', captureRing: false })
     try {
       const schema = new mongoose.Schema({ n: Number })
       schema.plugin(sync.plugin)

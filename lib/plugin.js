@@ -91,10 +91,9 @@ const QUERY = { document: false, query: true }
 function createPlugin (sink) {
   const marker = makeMarker(sink)
   installTracing()
-  // One slot per plugin instance on queries/documents, so two instances never mix their state.
-  const key = Symbol('dualsync.state')
-  const save = saveHooks(marker, key)
-  const query = queryHooks(marker, key)
+  // Per plugin instance, so two instances never mix their state.
+  const save = saveHooks(marker, new WeakMap())
+  const query = queryHooks(marker, new WeakMap())
   const insertMany = insertManyHooks(marker)
   const bulkWrite = bulkWriteHooks(marker)
   const tracker = hookTracker()

@@ -11,6 +11,10 @@
 // that must see it (flush, metrics, close). Each call into the addon is a cold path between
 // the app's own work (~15 µs measured in place against ~2.5 µs in a tight loop), so this
 // halves what capture adds to a write.
+//
+// With the capture ring there is no call to save: a post mark goes into the ring at once, and
+// waits here only when the ring refuses it (a namespace it has not learnt, the ring full). While
+// any wait here, later marks wait behind them too, so marks reach the engine in order.
 
 /** @typedef {{encoded: object[], ctx: object}} Group  one hook's encoded marks and its error context */
 
@@ -18,10 +22,13 @@ class PendingPosts {
   /**
    * @param {(encoded: object[]) => number} send  the native enqueue; throws a coded error
    * @param {(err: Error, ctx: object) => void} onError  reports a group whose marks were not kept
+   * @param {(encoded: object[]) => boolean} [direct]  sends without a native call (the capture
+   *   ring) when it can, else answers false having sent nothing; never throws
    */
-  constructor (send, onError) {
+  constructor (send, onError, direct = () => false) {
     this._send = send
     this._onError = onError
+    this._direct = direct
     /** @type {Group[]} */
     this._groups = []
     this._scheduled = false
@@ -33,6 +40,7 @@ class PendingPosts {
 
   /** Keeps one hook's post marks until the next send (at the latest the end of this turn). */
   add (encoded, ctx) {
+    if (this._groups.length === 0 && this._direct(encoded)) return
     this._groups.push({ encoded, ctx })
     if (!this._scheduled) {
       this._scheduled = true
@@ -58,6 +66,7 @@ class PendingPosts {
    * Post marks go first: they are older. Never throws.
    */
   sendWith (encoded, ctx) {
+    if (this._groups.length === 0 && this._direct(encoded)) return
     const groups = this._take()
     groups.push({ encoded, ctx })
     this._sendGroups(groups)

@@ -11,9 +11,15 @@ const RECORD_HEADER = 16
 const WRAP_BIT = 0x80000000
 const FLAG_INTENT = 1
 const MAX_FIELD = 0xffff
-// Kinds whose value is a number (8 bytes); 9: a collection (no value); 5: BSON bytes; the rest
-// strings (lib/wire.js).
-const NUMBER_KINDS = new Set([2, 3, 6])
+const FNV_OFFSET = 0x811c9dc5
+const FNV_PRIME = 0x01000193
+const OBJECT_ID = 0
+const COLLECTION = 9
+
+/** Kinds whose value is a number (8 bytes); 9: a collection (no value); 5: BSON bytes; the rest strings (lib/wire.js). */
+function isNumberKind (k) {
+  return k === 2 || k === 3 || k === 6
+}
 
 class CaptureRing {
   /**
@@ -38,6 +44,10 @@ class CaptureRing {
     // db → collection → their bytes: names the engine accepted (by call) before.
     /** @type {Map<string, Map<string, {bytes: Buffer, dbLength: number}>>} */
     this._names = new Map()
+    // The namespace of the last record written: a run of marks usually has one.
+    this._lastDb = null
+    this._lastColl = null
+    this._lastNames = null
     /** Marks written so far (tests and the capture bench read it). */
     this.written = 0
   }
@@ -76,10 +86,10 @@ class CaptureRing {
     const used = (this._head - (Atomics.load(this._i32, this._tailAt) >>> 0)) >>> 0
     let free = cap - used
     let head = this._head
-    for (const e of encoded) {
-      const colls = this._names.get(e.d)
-      const names = colls && colls.get(e.c)
-      if (!names) return false
+    for (let n = 0; n < encoded.length; n++) {
+      const e = encoded[n]
+      const names = this._namesOf(e.d, e.c)
+      if (names === undefined) return false
       const vl = valueLength(e)
       if (vl < 0) return false
       const body = names.bytes.length + vl
@@ -105,6 +115,22 @@ class CaptureRing {
     return true
   }
 
+  /** The learnt bytes of a namespace, or undefined. */
+  _namesOf (db, coll) {
+    if (db === this._lastDb && coll === this._lastColl) return this._lastNames
+    const colls = this._names.get(db)
+    const names = colls && colls.get(coll)
+    if (names !== undefined) {
+      this._lastDb = db
+      this._lastColl = coll
+      this._lastNames = names
+    }
+    return names
+  }
+
+  // Plain byte loops, not Buffer's copy/write/fill: each of those is a call into C++, which
+  // costs more than the few dozen bytes a mark has (this runs inside every app write). The
+  // checksum (FNV-1a over the record from byte 8) is taken in the same pass.
   _record (pos, e, names, vl, len) {
     const b = this._bytes
     const view = this._view
@@ -114,30 +140,53 @@ class CaptureRing {
     view.setUint16(pos + 10, names.dbLength, true)
     view.setUint16(pos + 12, names.bytes.length - names.dbLength, true)
     view.setUint16(pos + 14, vl, true)
+    let h = FNV_OFFSET
+    for (let i = pos + 8; i < pos + RECORD_HEADER; i++) h = Math.imul(h ^ b[i], FNV_PRIME)
     let at = pos + RECORD_HEADER
-    names.bytes.copy(b, at)
-    at += names.bytes.length
-    if (vl > 0) {
-      if (NUMBER_KINDS.has(e.k)) view.setFloat64(at, e.v, true)
-      else if (typeof e.v === 'string') b.write(e.v, at, vl, 'utf8')
-      else b.set(e.v, at)
+    const nb = names.bytes
+    for (let i = 0; i < nb.length; i++) {
+      const x = nb[i]
+      b[at + i] = x
+      h = Math.imul(h ^ x, FNV_PRIME)
     }
-    const end = at + vl
-    b.fill(0, end, pos + len)
-    let h = 0x811c9dc5
-    for (let i = pos + 8; i < end; i++) h = Math.imul(h ^ b[i], 0x01000193)
+    at += nb.length
+    const v = e.v
+    if (typeof v === 'string' && vl === v.length) {
+      // ASCII (an ObjectId's hex, most string ids): one byte per character
+      for (let i = 0; i < vl; i++) {
+        const x = v.charCodeAt(i)
+        b[at + i] = x
+        h = Math.imul(h ^ x, FNV_PRIME)
+      }
+    } else if (vl > 0) {
+      if (isNumberKind(e.k)) view.setFloat64(at, v, true)
+      else if (typeof v === 'string') b.write(v, at, vl, 'utf8')
+      else b.set(v, at)
+      for (let i = at; i < at + vl; i++) h = Math.imul(h ^ b[i], FNV_PRIME)
+    }
+    for (let i = at + vl; i < pos + len; i++) b[i] = 0
     view.setUint32(pos + 4, h >>> 0, true)
   }
 }
 
 /** Bytes of an op's value in a record; -1: it cannot go through the ring. */
 function valueLength (e) {
-  if (e.k === 9) return 0
-  if (NUMBER_KINDS.has(e.k)) return typeof e.v === 'number' ? 8 : -1
-  const n = typeof e.v === 'string'
-    ? (e.k === 0 ? e.v.length : Buffer.byteLength(e.v, 'utf8'))
-    : (e.v instanceof Uint8Array ? e.v.length : -1)
+  const k = e.k
+  if (k === COLLECTION) return 0
+  const v = e.v
+  if (isNumberKind(k)) return typeof v === 'number' ? 8 : -1
+  const n = typeof v === 'string'
+    ? (k === OBJECT_ID ? v.length : utf8Length(v))
+    : (v instanceof Uint8Array ? v.length : -1)
   return n > MAX_FIELD ? -1 : n
+}
+
+/** UTF-8 bytes of a string: its length when it is ASCII (found without a call into C++). */
+function utf8Length (s) {
+  for (let i = 0; i < s.length; i++) {
+    if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s, 'utf8')
+  }
+  return s.length
 }
 
 /**

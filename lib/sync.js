@@ -53,7 +53,11 @@ class Sync extends EventEmitter {
     /** @type {import('./ring').CaptureRing | null} marks written without a native call */
     this._ring = null
     // Post-write marks wait for the next intent's native call (lib/postmarks.js).
-    this._posts = new PendingPosts((encoded) => this._captureEncoded(encoded), (err, ctx) => this._hookError(err, ctx))
+    this._posts = new PendingPosts(
+      (encoded) => this._captureEncoded(encoded),
+      (err, ctx) => this._hookError(err, ctx),
+      (encoded) => this._ring !== null && this._ringWrite(encoded)
+    )
   }
 
   /** The Mongoose plugin: `mongoose.plugin(sync.plugin)` before models are compiled. */
@@ -197,11 +201,24 @@ class Sync extends EventEmitter {
    */
   _captureEncoded (encoded) {
     if (encoded.length === 0) return 0
-    if (this._ring !== null && this._ring.write(encoded)) return encoded.length
+    if (this._ring !== null && this._ringWrite(encoded)) return encoded.length
     const n = this._enqueueEncoded(encoded)
     // Accepted by call: the engine checked these names, later marks of them may use the ring.
     if (this._ring !== null) this._ring.learn(encoded)
     return n
+  }
+
+  /**
+   * Marks into the capture ring when it takes them all (nothing is published otherwise: the
+   * caller sends them by call). Never throws: a value the ring cannot hold goes by call, where
+   * it gets its coded error.
+   */
+  _ringWrite (encoded) {
+    try {
+      return this._ring.write(encoded)
+    } catch {
+      return false
+    }
   }
 
   /** Marks by call: journaled before this returns, or a coded error (`enqueue()` promises that). */

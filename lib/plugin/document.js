@@ -18,10 +18,12 @@ function saveSession (doc, model, saveOptions) {
 
 /**
  * @param {ReturnType<import('./sink').makeMarker>} marker
- * @param {symbol} key  per-plugin slot on the document for the pre→post state
+ * @param {WeakMap<object, object>} states  the pre→post state of each document being saved (one
+ *   map per plugin instance: a property on the document would change its shape, and Mongoose's
+ *   own code on documents would run slower for it)
  * @returns {{pre: Function, post: Function, error: Function}}
  */
-function saveHooks (marker, key) {
+function saveHooks (marker, states) {
   // Plain functions, not async ones: a hook whose mark is done when it returns (the connection
   // is open) gives Mongoose nothing to await, so the write goes on in the same tick.
   function dualsyncPreSave () {
@@ -35,7 +37,7 @@ function saveHooks (marker, key) {
       if (!t) return undefined
       const id = docId(this)
       if (id === undefined) return undefined // Mongoose refuses to save a document without _id
-      this[key] = { t, id, session: saveSession(this, model, saveOptions) }
+      states.set(this, { t, id, session: saveSession(this, model, saveOptions) })
       return marker.hookResult(marker.mark(t, [id], { hook: 'pre:save' }), 'pre:save', model)
     } catch (err) {
       marker.report(err, 'pre:save', model)
@@ -45,9 +47,9 @@ function saveHooks (marker, key) {
 
   function finish (doc, hook) {
     try {
-      const state = doc && doc[key]
+      const state = doc && states.get(doc)
       if (!state) return undefined
-      doc[key] = undefined
+      states.delete(doc)
       return marker.hookResult(marker.mark(state.t, [state.id], { hook, session: state.session }), hook, doc.constructor)
     } catch (err) {
       marker.report(err, hook, doc && doc.constructor)

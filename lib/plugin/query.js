@@ -48,9 +48,9 @@ function resultIds (op, options, res) {
 
 /**
  * @param {ReturnType<import('./sink').makeMarker>} marker
- * @param {symbol} key  per-plugin slot on the query for the pre→post state
+ * @param {WeakMap<object, object>} states  the pre→post state of each query (as in saveHooks)
  */
-function queryHooks (marker, key) {
+function queryHooks (marker, states) {
   // Pre and post hooks are plain functions: a write whose filter names its `_id`s (the common
   // case) is marked before they return, and Mongoose then has nothing to await. Only a filter
   // that needs a find (or a connection still opening) returns a promise.
@@ -65,7 +65,7 @@ function queryHooks (marker, key) {
       // session: the write's, so post marks inside a transaction wait for its end (txn.js)
       const session = sessionFor(model, options.session)
       const state = { t, ids: [], found: false, collection: false, castError: null, session }
-      this[key] = state
+      states.set(this, state)
       const args = {
         model,
         query: this,
@@ -137,9 +137,9 @@ function queryHooks (marker, key) {
   }
 
   function dualsyncPostQuery (res) {
-    const state = this[key]
+    const state = states.get(this)
     if (!state) return undefined
-    this[key] = undefined
+    states.delete(this)
     const model = this.model
     const op = this.op
     const hook = `post:${op}`
@@ -221,9 +221,9 @@ function queryHooks (marker, key) {
   // Mark again after a failure: part of an updateMany may be applied, and a timeout may hide a
   // write that happened. An upsert whose outcome is unknown may have inserted an unknown `_id`.
   async function dualsyncQueryError (err) {
-    const state = this[key]
+    const state = states.get(this)
     if (!state) return
-    this[key] = undefined
+    states.delete(this)
     const model = this.model
     const hook = `error:${this.op}`
     try {

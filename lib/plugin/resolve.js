@@ -80,6 +80,28 @@ function isTimeLimit (err) {
   return Boolean(err) && (err.code === 50 || err.codeName === 'MaxTimeMSExpired' || /exceeded time limit|MaxTimeMS/i.test(String(err.message)))
 }
 
+/** model → whether its `_id` is an ObjectId path (cached: asked on every write by `_id`) */
+const objectIdKeyed = new WeakMap()
+
+/**
+ * True when Mongoose's cast would hand `ids` back as they are: ObjectIds for an ObjectId `_id`
+ * (its cast returns any bson major's ObjectId unchanged). The common update by `_id` then
+ * skips the cast, which costs more than all the rest of its hook.
+ */
+function castAlready (model, ids) {
+  let oid = objectIdKeyed.get(model)
+  if (oid === undefined) {
+    const p = model.schema && model.schema.paths && model.schema.paths._id
+    oid = Boolean(p) && p.instance === 'ObjectId'
+    objectIdKeyed.set(model, oid)
+  }
+  if (!oid) return false
+  for (const id of ids) {
+    if (id === null || typeof id !== 'object' || id._bsontype !== 'ObjectId') return false
+  }
+  return true
+}
+
 /**
  * What can be known about the documents `filter` matches without querying: the `_id`s it names,
  * or else the cast filter to find them with.
@@ -96,11 +118,13 @@ function isTimeLimit (err) {
 function prepareFilter ({ model, query, filter, cap, forceFind = false }) {
   const raw = forceFind ? null : rawIdsFromFilter(filter)
   if (raw) {
-    let ids
-    try {
-      ids = query.cast(model, { _id: { $in: raw } })._id.$in
-    } catch (castError) {
-      return { castError }
+    let ids = raw
+    if (!castAlready(model, raw)) {
+      try {
+        ids = query.cast(model, { _id: { $in: raw } })._id.$in
+      } catch (castError) {
+        return { castError }
+      }
     }
     return ids.length > cap ? { collection: true } : { ids }
   }

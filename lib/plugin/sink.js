@@ -65,6 +65,8 @@ function whenOpen (conn, ms) {
  */
 function makeMarker (sink) {
   const { cap, timeoutMs } = checkSink(sink)
+  /** @type {WeakMap<object, {of: object, t: Target | null}>} model → its target */
+  const targets = new WeakMap()
 
   function report (err, hook, model) {
     const error = err instanceof Error ? err : new Error(String(err))
@@ -88,14 +90,24 @@ function makeMarker (sink) {
    */
   function target (model, hook) {
     if (!model || typeof model.modelName !== 'string' || !model.collection) return null
+    // Known from an earlier write unless the model moved to another collection object
+    // (Model.useConnection): every write asks, and the answer rarely changes.
+    const known = targets.get(model)
+    if (known !== undefined && known.of === model.collection) return known.t
     const collection = model.collection.collectionName || model.collection.name
     if (typeof collection !== 'string') return null
     try {
-      if (sink.isExcluded(collection)) return null
+      if (sink.isExcluded(collection)) return remember(model, null)
     } catch (err) {
-      report(err, hook, model) // unsure: sync it rather than lose it
+      report(err, hook, model) // unsure: sync it rather than lose it (and ask again next time)
+      return { model, collection, modelName: model.modelName }
     }
-    return { model, collection, modelName: model.modelName }
+    return remember(model, { model, collection, modelName: model.modelName })
+  }
+
+  function remember (model, t) {
+    targets.set(model, { of: model.collection, t })
+    return t
   }
 
   /**
