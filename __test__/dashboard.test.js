@@ -10,13 +10,11 @@ import { createRequire } from 'node:module'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { useServers, uniqueDbName } from './helpers/servers.js'
+import { openAdminSync } from './helpers/adminsync.js'
 
 const require = createRequire(import.meta.url)
 const express = require('express')
 const { chromium } = require('playwright-core')
-const { MongoClient } = require('mongodb')
-const { createSync } = require('../index.js')
 const { createRouter } = require('../lib/router.js')
 const { compareDatabases, assertConverged } = require('./helpers/compare.js')
 
@@ -24,7 +22,7 @@ const HAS_JOBS = typeof require('../lib/sync.js').Sync.prototype.fullSync === 'f
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts')
 const TOKEN = 'secret-token'
-const { credUri, secrets, adminSyncOptions } = require('./helpers/admin.js')
+const { secrets } = require('./helpers/admin.js')
 
 let servers, dbName, local, atlas, sync, server, base, browser, page
 const problems = [] // console errors, page errors, foreign requests
@@ -66,13 +64,8 @@ beforeAll(async () => {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: install the Debian package "chromium" (apt-get install -y chromium) or set CHROMIUM_PATH`)
   }
-  delete process.env.SYNC_ADMIN_TOKEN
   fs.mkdirSync(ARTIFACTS, { recursive: true })
-  servers = await useServers()
-  dbName = uniqueDbName('dash')
-  local = new MongoClient(servers.local.uri)
-  atlas = new MongoClient(servers.atlas.uri)
-  sync = await createSync(adminSyncOptions(servers, dbName, TOKEN, {
+  ;({ servers, dbName, local, atlas, sync } = await openAdminSync('dash', TOKEN, {
     logLevel: 'warn',
     logger: { warn () {}, error () {}, info () {}, debug () {} }
   }))

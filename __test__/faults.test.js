@@ -3,14 +3,11 @@
 // added latency. Each must converge with no loss once the fault clears.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { useServers, uniqueDbName } from './helpers/servers.js'
+import { openTestSync } from './helpers/testsync.js'
 
 const require = createRequire(import.meta.url)
 const { MongoClient, ObjectId } = require('mongodb')
-const { createSync } = require('../index.js')
 const { startProxy } = require('./helpers/proxy.js')
 const { compareDatabases, assertConverged } = require('./helpers/compare.js')
 const { waitFor } = require('./helpers/wait.js')
@@ -22,18 +19,15 @@ beforeAll(async () => {
   proxy = await startProxy({ target: { host: '127.0.0.1', port: servers.atlas.port } })
   dbName = uniqueDbName('faults')
   client = new MongoClient(servers.local.uri)
-  sync = await createSync({
-    enabled: true,
-    localUri: `${servers.local.uri}/${dbName}`,
+  ;({ sync } = await openTestSync(servers, dbName, {
+    dirPrefix: 'dualsync-faults-',
     atlasUri: proxy.uri(`${servers.atlas.uri}/${dbName}`),
-    dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-faults-')),
-    workerInterval: 0,
     batchSize: 20,
     connectTimeoutMs: 1500,
     backoffMinMs: 20,
     backoffMaxMs: 300,
     logLevel: 'error'
-  })
+  }))
 })
 
 afterAll(async () => {

@@ -2,14 +2,11 @@
 // Atlas is back, flush() completes and Atlas equals local.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { useServers, uniqueDbName } from './helpers/servers.js'
+import { openTestSync } from './helpers/testsync.js'
 
 const require = createRequire(import.meta.url)
 const { MongoClient, ObjectId } = require('mongodb')
-const { createSync } = require('../index.js')
 const { compareDatabases, assertConverged } = require('./helpers/compare.js')
 const { waitFor } = require('./helpers/wait.js')
 
@@ -19,17 +16,13 @@ beforeAll(async () => {
   servers = await useServers()
   dbName = uniqueDbName('outage')
   client = new MongoClient(servers.local.uri)
-  sync = await createSync({
-    enabled: true,
-    localUri: `${servers.local.uri}/${dbName}`,
-    atlasUri: `${servers.atlas.uri}/${dbName}`,
-    dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-outage-')),
-    workerInterval: 0,
+  ;({ sync } = await openTestSync(servers, dbName, {
+    dirPrefix: 'dualsync-outage-',
     connectTimeoutMs: 1000,
     backoffMinMs: 20,
     backoffMaxMs: 300,
     logLevel: 'error'
-  })
+  }))
 })
 
 afterAll(async () => {

@@ -5,20 +5,18 @@
 // against the real prom-client, in both of its content types.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
-import { useServers, uniqueDbName } from './helpers/servers.js'
+import { openAdminSync } from './helpers/adminsync.js'
 
 const require = createRequire(import.meta.url)
 const express = require('express')
 const request = require('supertest')
 const promClient = require('prom-client')
 const parsePrometheusTextFormat = require('parse-prometheus-text-format')
-const { MongoClient } = require('mongodb')
-const { createSync } = require('../index.js')
 const { createRouter } = require('../lib/router.js')
 const { toPrometheus, registerWithPromClient } = require('../lib/prometheus.js')
 
 const TOKEN = 'secret-token'
-const { credUri, secrets, adminSyncOptions } = require('./helpers/admin.js')
+const { secrets } = require('./helpers/admin.js')
 
 // ---- a strict parser of the text format 0.0.4 ------------------------------------------------
 const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*/
@@ -315,12 +313,7 @@ describe('against a real engine', () => {
   let servers, dbName, local, atlas, sync, base, server
 
   beforeAll(async () => {
-    delete process.env.SYNC_ADMIN_TOKEN
-    servers = await useServers()
-    dbName = uniqueDbName('prom')
-    local = new MongoClient(servers.local.uri)
-    atlas = new MongoClient(servers.atlas.uri)
-    sync = await createSync(adminSyncOptions(servers, dbName, TOKEN, {
+    ;({ servers, dbName, local, atlas, sync } = await openAdminSync('prom', TOKEN, {
       workerInterval: 0,
       logLevel: 'warn',
       logger: { warn () {}, error () {}, info () {}, debug () {} }

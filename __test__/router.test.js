@@ -8,21 +8,20 @@ import { createRequire } from 'node:module'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { useServers, uniqueDbName } from './helpers/servers.js'
+import { openAdminSync } from './helpers/adminsync.js'
 
 const require = createRequire(import.meta.url)
 const express5 = require('express')
 const express4 = require('express4')
 const request = require('supertest')
 const { repairIdIndex } = require('../scripts/testbed-idindex.js')
-const { MongoClient } = require('mongodb')
 const { createSync } = require('../index.js')
 const { createRouter } = require('../lib/router.js')
 const { compareDatabases, assertConverged } = require('./helpers/compare.js')
 
 
 const TOKEN = 'secret-token'
-const { PASSWORD, credUri, secrets, adminSyncOptions } = require('./helpers/admin.js')
+const { PASSWORD, credUri, secrets } = require('./helpers/admin.js')
 
 const seen = [] // every response body and log line, checked for the password at the end
 const logs = []
@@ -63,12 +62,7 @@ const { waitFor } = require('./helpers/wait.js')
 const until = (what, fn, timeoutMs = 30_000) => waitFor(what, fn, { timeoutMs, intervalMs: 50 })
 
 beforeAll(async () => {
-  delete process.env.SYNC_ADMIN_TOKEN
-  servers = await useServers()
-  dbName = uniqueDbName('router')
-  local = new MongoClient(servers.local.uri)
-  atlas = new MongoClient(servers.atlas.uri)
-  sync = await createSync(adminSyncOptions(servers, dbName, TOKEN, {
+  ;({ servers, dbName, local, atlas, sync } = await openAdminSync('router', TOKEN, {
     workerInterval: 0,
     logLevel: 'debug',
     logger
