@@ -1,4 +1,5 @@
-// Reload and scale changes, with real processes (PM2's shapes, without PM2):
+// Reload and scale changes, with real processes (PM2's shapes, without PM2; pm2.test.js runs
+// PM2 itself):
 // - reload: a new worker starts on the same instance dir while the old one is still draining a
 //   backlog (Atlas slowed by the proxy); the new one's createSync waits for the lock (and says
 //   so), takes over when the old one exits, and nothing is lost.
