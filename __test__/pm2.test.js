@@ -7,6 +7,9 @@
 //   passes; the new one listens once it has the dir);
 // - every acknowledged write reaches Atlas, and Atlas ends equal to local byte for byte while
 //   the instances run (no full sync, no CLI drain).
+// And `pm2 scale` down while Atlas is unreachable (the café offline during a deploy): the removed
+// worker exits with its backlog kept in its journal, and the remaining one drains that journal on
+// its own once Atlas is back.
 // PM2 runs with its own PM2_HOME (its daemon and logs), removed afterwards.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
@@ -26,9 +29,9 @@ const { waitFor } = require('./helpers/wait.js')
 
 const PM2 = require.resolve('pm2/bin/pm2')
 const APP = path.join(__dirname, 'fixtures', 'shopapp.js')
-const NAME = 'dualsync-pm2-test'
 const INSTANCES = 2
-let servers, proxy, pm2Home, dataDir, dbName, port
+let servers, proxy, pm2Home, dbName
+const dataDirs = []
 
 /** Runs the pm2 CLI against this test's own daemon; resolves with its stdout. */
 function pm2 (...args) {
@@ -41,17 +44,17 @@ function pm2 (...args) {
 }
 
 /** The app's workers as PM2 lists them: pid, instance number and restart count. */
-async function workers () {
+async function workers (name) {
   const out = await pm2('jlist')
   const list = JSON.parse(out.slice(out.indexOf('[')))
-  return list.filter((p) => p.name === NAME).map((p) => ({ pid: p.pid, instance: p.pm2_env.NODE_APP_INSTANCE, restarts: p.pm2_env.restart_time, status: p.pm2_env.status }))
+  return list.filter((p) => p.name === name).map((p) => ({ pid: p.pid, instance: p.pm2_env.NODE_APP_INSTANCE, restarts: p.pm2_env.restart_time, status: p.pm2_env.status }))
 }
 
-/** Everything the workers logged so far (PM2 keeps each worker's stdout and stderr in files). */
-function logs () {
+/** Everything an app's workers logged so far (PM2 keeps each worker's stdout and stderr in files). */
+function logs (name) {
   const dir = path.join(pm2Home, 'logs')
   if (!fs.existsSync(dir)) return ''
-  return fs.readdirSync(dir).map((f) => `--- ${f}\n${fs.readFileSync(path.join(dir, f), 'utf8')}`).join('\n')
+  return fs.readdirSync(dir).filter((f) => f.startsWith(`${name}-`)).map((f) => `--- ${f}\n${fs.readFileSync(path.join(dir, f), 'utf8')}`).join('\n')
 }
 
 function freePort () {
@@ -66,7 +69,7 @@ function freePort () {
 }
 
 /** One POST on a fresh connection (no keep-alive: a reload closes workers' sockets). */
-function post (p, body) {
+function post (port, p, body) {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body)
     const req = http.request({ host: '127.0.0.1', port, path: p, method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } }, (res) => {
@@ -83,11 +86,11 @@ function post (p, body) {
  * next. A request cut by the reload is sent again, as a till would (a bill created twice is two
  * documents local and Atlas must both have).
  */
-async function till (state) {
+async function till (port, state) {
   const send = async (p, body, ok) => {
     for (;;) {
       try {
-        const status = await post(p, body)
+        const status = await post(port, p, body)
         if (status === ok) return
         state.errors.push(`${p}: HTTP ${status}`)
         return
@@ -98,7 +101,7 @@ async function till (state) {
     }
   }
   while (!state.stop) {
-    const key = `pm2-${state.keys.length}`
+    const key = `${state.prefix}-${state.keys.length}`
     await send('/bills', { key, table: state.keys.length % 5 }, 201)
     await send(`/bills/${key}/add`, { amount: 3, item: 'coffee' }, 204)
     state.keys.push(key)
@@ -110,9 +113,7 @@ beforeAll(async () => {
   proxy = await startProxy({ target: { port: Number(new URL(servers.atlas.uri).port) } })
   proxy.setLatency(20, 40)
   pm2Home = fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-pm2-home-'))
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dualsync-pm2-data-'))
   dbName = uniqueDbName('pm2')
-  port = await freePort()
 })
 
 afterAll(async () => {
@@ -120,56 +121,107 @@ afterAll(async () => {
     await pm2('kill').catch(() => {}) // stops the workers (SIGINT) and the daemon
     fs.rmSync(pm2Home, { recursive: true, force: true })
   }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true })
+  for (const d of dataDirs) fs.rmSync(d, { recursive: true, force: true })
   await proxy?.close()
 })
 
+/**
+ * Starts `name` in cluster mode ({@link INSTANCES} workers of the app, its own data dir and port)
+ * and waits until every worker is online and the app answers.
+ * @returns {Promise<{port: number, dataDir: string}>}
+ */
+async function startApp (name, env = {}) {
+  const port = await freePort()
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `dualsync-${name}-`))
+  dataDirs.push(dataDir)
+  const ecosystem = path.join(pm2Home, `${name}.json`)
+  fs.writeFileSync(ecosystem, JSON.stringify({
+    apps: [{
+      name,
+      script: APP,
+      instances: INSTANCES,
+      exec_mode: 'cluster',
+      kill_timeout: 15000, // above the app's drain (DRAIN_MS) plus its requests, as the docs ask
+      // How long PM2 waits for a new worker to listen before it stops the old one anyway (3 s
+      // by default): longer than a new worker needs to reach its createSync() on a busy
+      // machine, so it always finds the old one still holding the dir.
+      listen_timeout: 10000,
+      autorestart: false, // a worker that dies must fail the test, not be hidden by a restart
+      env: {
+        LOCAL_URI: `${servers.local.uri}/${dbName}`,
+        ATLAS_URI: proxy.uri(`${servers.atlas.uri}/${dbName}`),
+        DATA_DIR: dataDir,
+        DRAIN_MS: '5000',
+        PORT: String(port),
+        LOG_LEVEL: 'info',
+        ...env
+      }
+    }]
+  }))
+  await pm2('start', ecosystem)
+  await waitFor(`${name}: every worker online`, async () => {
+    const w = await workers(name)
+    return w.length === INSTANCES && w.every((x) => x.status === 'online')
+  }, { timeoutMs: 60_000, intervalMs: 200 })
+  await waitFor(`${name} answering`, async () => (await post(port, '/bills/none/add', { amount: 0, item: '-' })) === 404, { timeoutMs: 60_000, intervalMs: 100 })
+  return { port, dataDir }
+}
+
+/** Waits until Atlas equals local (the running instances drain on their own), then asserts it. */
+async function expectConverged () {
+  let result
+  await waitFor('Atlas equal to local', async () => {
+    result = await compareDatabases(servers.local.uri, servers.atlas.uri, dbName)
+    try {
+      assertConverged(result)
+      return true
+    } catch {
+      return false
+    }
+  }, { timeoutMs: 120_000, intervalMs: 250 })
+  assertConverged(result)
+}
+
+/** Every acknowledged bill is on Atlas with its item (the comparison alone would pass if both sides lost it). */
+async function expectOnAtlas (keys) {
+  const atlas = new MongoClient(servers.atlas.uri)
+  try {
+    const bills = atlas.db(dbName).collection('bills')
+    const withItem = new Set((await bills.find({ key: { $in: keys }, items: 'coffee' }, { projection: { key: 1 } }).toArray()).map((b) => b.key))
+    expect(keys.filter((k) => !withItem.has(k))).toEqual([])
+  } finally {
+    await atlas.close()
+  }
+}
+
+/** Runs `body`; on failure, adds the app's PM2 logs to the error. */
+async function withLogs (name, state, body) {
+  try {
+    await body()
+  } catch (e) {
+    state.stop = true
+    await state.running?.catch(() => {})
+    e.message += `\n--- PM2 logs of ${name}:\n${logs(name).slice(-20000)}`
+    throw e
+  }
+}
+
 describe('PM2 cluster mode', () => {
   it(`${INSTANCES} instances, pm2 reload under load: both workers replaced, every acknowledged write on Atlas, Atlas equal to local`, async () => {
-    const ecosystem = path.join(pm2Home, 'ecosystem.json')
-    fs.writeFileSync(ecosystem, JSON.stringify({
-      apps: [{
-        name: NAME,
-        script: APP,
-        instances: INSTANCES,
-        exec_mode: 'cluster',
-        kill_timeout: 15000, // above the app's drain (DRAIN_MS) plus its requests, as the docs ask
-        // How long PM2 waits for a new worker to listen before it stops the old one anyway (3 s
-        // by default): longer than a new worker needs to reach its createSync() on a busy
-        // machine, so it always finds the old one still holding the dir.
-        listen_timeout: 10000,
-        autorestart: false, // a worker that dies must fail the test, not be hidden by a restart
-        env: {
-          LOCAL_URI: `${servers.local.uri}/${dbName}`,
-          ATLAS_URI: proxy.uri(`${servers.atlas.uri}/${dbName}`),
-          DATA_DIR: dataDir,
-          DRAIN_MS: '5000',
-          PORT: String(port),
-          LOG_LEVEL: 'info'
-        }
-      }]
-    }))
-    const state = { keys: [], errors: [], retries: 0, stop: false }
-    let running
-    try {
-      await pm2('start', ecosystem)
-      await waitFor('both workers online', async () => {
-        const w = await workers()
-        return w.length === INSTANCES && w.every((x) => x.status === 'online')
-      }, { timeoutMs: 60_000, intervalMs: 200 })
-      await waitFor('the app answering', async () => (await post('/bills/none/add', { amount: 0, item: '-' })) === 404, { timeoutMs: 60_000, intervalMs: 100 })
-      const before = await workers()
-
-      running = till(state)
+    const name = 'dualsync-reload'
+    const state = { prefix: 'reload', keys: [], errors: [], retries: 0, stop: false, running: null }
+    await withLogs(name, state, async () => {
+      const { port } = await startApp(name)
+      const before = await workers(name)
+      state.running = till(port, state)
       await waitFor('writes before the reload', () => state.keys.length >= 30, { timeoutMs: 60_000 })
       const atReload = state.keys.length
-      await pm2('reload', NAME)
+      await pm2('reload', name)
       await waitFor('writes after the reload', () => state.keys.length >= atReload + 30, { timeoutMs: 60_000 })
       state.stop = true
-      await running
-      running = null
+      await state.running
 
-      const after = await workers()
+      const after = await workers(name)
       expect(after.map((w) => w.status)).toEqual(after.map(() => 'online'))
       expect(after).toHaveLength(INSTANCES)
       // Replaced, not restarted in place: every pid is new.
@@ -179,38 +231,52 @@ describe('PM2 cluster mode', () => {
       const held = (i) => new RegExp(`data dir \\S*instance-${i} is held by .*: waiting up to`)
       const taken = (i) => new RegExp(`✓ data dir \\S*instance-${i} taken over after \\d+ ms of waiting`)
       for (let i = 0; i < INSTANCES; i++) {
-        await waitFor(`instance-${i}'s dir taken over by its new worker`, () => taken(i).test(logs()), { timeoutMs: 60_000, intervalMs: 100 })
-        expect(logs()).toMatch(held(i))
+        await waitFor(`instance-${i}'s dir taken over by its new worker`, () => taken(i).test(logs(name)), { timeoutMs: 60_000, intervalMs: 100 })
+        expect(logs(name)).toMatch(held(i))
       }
-      expect(logs()).not.toMatch(/capture (lost|failed)|shutdown failed/)
+      expect(logs(name)).not.toMatch(/capture (lost|failed)|shutdown failed/)
       expect(state.errors).toEqual([])
+      await expectConverged()
+      await expectOnAtlas(state.keys)
+    })
+    await pm2('delete', name)
+  }, 300_000)
 
-      // The running instances bring Atlas level with local on their own.
-      let result
-      await waitFor('Atlas equal to local', async () => {
-        result = await compareDatabases(servers.local.uri, servers.atlas.uri, dbName)
-        try {
-          assertConverged(result)
-          return true
-        } catch {
-          return false
-        }
-      }, { timeoutMs: 120_000, intervalMs: 250 })
-      assertConverged(result)
-      // Every acknowledged bill is there with its item (the comparison alone would pass if both sides lost it).
-      const atlas = new MongoClient(servers.atlas.uri)
+  it('pm2 scale down while Atlas is unreachable: the removed worker keeps its backlog, the remaining one drains it once Atlas is back', async () => {
+    const name = 'dualsync-scale'
+    const state = { prefix: 'scale', keys: [], errors: [], retries: 0, stop: false, running: null }
+    await withLogs(name, state, async () => {
+      // A short drain at shutdown, so the removed worker cannot wait out the outage; adoption
+      // looked for every half second instead of every 30 s.
+      const { port } = await startApp(name, { DRAIN_MS: '500', SYNC_ADOPT_INTERVAL_MS: '500' })
+      const before = await workers(name)
+      state.running = till(port, state)
+      await waitFor('writes with Atlas reachable', () => state.keys.length >= 10, { timeoutMs: 60_000 })
+      proxy.setMode('blackhole') // Atlas unreachable: connections hang, as on a dead link
       try {
-        const bills = atlas.db(dbName).collection('bills')
-        const withItem = new Set((await bills.find({ items: 'coffee' }, { projection: { key: 1 } }).toArray()).map((b) => b.key))
-        expect(state.keys.filter((k) => !withItem.has(k))).toEqual([])
+        const atCut = state.keys.length
+        await waitFor('writes with Atlas unreachable', () => state.keys.length >= atCut + 30, { timeoutMs: 60_000 })
+        await pm2('scale', name, '1')
+        await waitFor('one worker left', async () => (await workers(name)).length === 1, { timeoutMs: 60_000, intervalMs: 200 })
+        const left = (await workers(name))[0]
+        const removed = before.find((w) => w.instance !== left.instance)
+        expect(removed).toBeDefined()
+        // It stopped cleanly, with what it could not send kept in its journal.
+        await waitFor('the removed worker to say what it kept', () => /sync backlog kept in the journal for the next start/.test(logs(name)), { timeoutMs: 60_000, intervalMs: 100 })
+        await waitFor('more writes on the remaining worker', () => state.keys.length >= atCut + 40, { timeoutMs: 60_000 })
+        state.stop = true
+        await state.running
+        proxy.setMode('pass')
+        // The remaining worker adopts the removed one's journal and drains it: no CLI run.
+        await waitFor(`instance-${removed.instance}'s journal adopted`, () => new RegExp(`✓ adopted \\S*instance-${removed.instance}: drained`).test(logs(name)), { timeoutMs: 120_000, intervalMs: 200 })
       } finally {
-        await atlas.close()
+        proxy.setMode('pass')
       }
-    } catch (e) {
-      state.stop = true
-      await running?.catch(() => {})
-      e.message += `\n--- PM2 worker logs:\n${logs().slice(-20000)}`
-      throw e
-    }
+      expect(logs(name)).not.toMatch(/capture (lost|failed)|shutdown failed/)
+      expect(state.errors).toEqual([])
+      await expectConverged()
+      await expectOnAtlas(state.keys)
+    })
+    await pm2('delete', name)
   }, 300_000)
 })
