@@ -85,14 +85,16 @@ const objectIdKeyed = new WeakMap()
 
 /**
  * True when Mongoose's cast would hand `ids` back as they are: ObjectIds for an ObjectId `_id`
- * (its cast returns any bson major's ObjectId unchanged). The common update by `_id` then
- * skips the cast, which costs more than all the rest of its hook.
+ * with no setter of the app's (its cast returns any bson major's ObjectId unchanged; the only
+ * setter Mongoose adds itself, `resetId`, returns query values unchanged). The common update by
+ * `_id` then skips the cast, which costs more than all the rest of its hook.
  */
 function castAlready (model, ids) {
   let oid = objectIdKeyed.get(model)
   if (oid === undefined) {
     const p = model.schema && model.schema.paths && model.schema.paths._id
-    oid = Boolean(p) && p.instance === 'ObjectId'
+    oid = Boolean(p) && p.instance === 'ObjectId' && !p._castFunction &&
+      Array.isArray(p.setters) && p.setters.every((fn) => fn.name === 'resetId')
     objectIdKeyed.set(model, oid)
   }
   if (!oid) return false
