@@ -40,11 +40,11 @@ function pm2 (...args) {
   })
 }
 
-/** The app's workers as PM2 lists them: pid, instance number and restart count. */
+/** The app's workers as PM2 lists them: pid, instance number and status. */
 async function workers (name) {
   const out = await pm2('jlist')
   const list = JSON.parse(out.slice(out.indexOf('[')))
-  return list.filter((p) => p.name === name).map((p) => ({ pid: p.pid, instance: p.pm2_env.NODE_APP_INSTANCE, restarts: p.pm2_env.restart_time, status: p.pm2_env.status }))
+  return list.filter((p) => p.name === name).map((p) => ({ pid: p.pid, instance: p.pm2_env.NODE_APP_INSTANCE, status: p.pm2_env.status }))
 }
 
 /** Everything an app's workers logged so far (PM2 keeps each worker's stdout and stderr in files). */

@@ -52,7 +52,7 @@ class Sync extends EventEmitter {
     this._plugin = null
     /** @type {import('./ring').CaptureRing | null} marks written without a native call */
     this._ring = null
-    // Post-write marks wait for the next intent's native call (lib/postmarks.js).
+    // Post-write marks go into the ring at once, else wait for the next intent's native call (lib/postmarks.js).
     this._posts = new PendingPosts(
       (encoded) => this._captureEncoded(encoded),
       (err, ctx) => this._hookError(err, ctx),
